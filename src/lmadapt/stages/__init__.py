@@ -1,0 +1,23 @@
+"""Stages: one module per stage, each exposing `run(recipe) -> Path` (the run folder)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..errors import RecipeError
+
+# stage name -> module holding `run(recipe)`; adding a stage is one module plus one line here.
+STAGES = {
+    "finetune": "lmadapt.stages.finetune",
+    "sft": "lmadapt.stages.sft",
+    "prompt": "lmadapt.stages.prompt",
+}
+
+
+def run_stage(recipe) -> Path:
+    """Run the stage a recipe names and return its run folder."""
+    module_name = STAGES.get(recipe.stage)
+    if module_name is None:
+        raise RecipeError(f"stage {recipe.stage!r} is not available; choose one of {sorted(STAGES)}")
+    return importlib.import_module(module_name).run(recipe)
