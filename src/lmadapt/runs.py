@@ -53,7 +53,9 @@ class RunDir:
 
         return load_recipe(self.path / "config.yaml")
 
-    def write_metrics(self, final: dict[str, dict[str, Any]], history: list[dict], cost: dict[str, Any]) -> None:
+    def write_metrics(
+        self, final: dict[str, dict[str, Any]], history: list[dict], cost: dict[str, Any]
+    ) -> None:
         """final: split -> metric -> value; cost: train_seconds, trainable_params, total_params, peak_rss_mb,
         infer_examples_per_s (and anything else measured)."""
         write_json(self.path / "metrics.json", {"final": final, "history": history, "cost": cost})

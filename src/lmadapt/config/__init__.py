@@ -6,6 +6,7 @@ once, each with its path, the bad value, the YAML line and (for unknown keys) th
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ from .base import Section
 from .data import DataConfig
 from .method import MethodConfig
 from .model import ModelConfig
+from .prompt import PromptConfig
 from .task import TaskConfig
 from .train import EvalConfig, TrainConfig
 
@@ -38,6 +40,9 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: str = Field("runs/run", description="Run folder written by this recipe.")
+    prompt: PromptConfig | None = Field(
+        None, description="stage: prompt: how to ask the model (no training)."
+    )
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
@@ -76,10 +81,8 @@ def _yaml_lines(text: str) -> dict[tuple, int]:
                 lines[(*path, i)] = item.start_mark.line + 1
                 walk(item, (*path, i))
 
-    try:
+    with contextlib.suppress(yaml.YAMLError):  # a YAML error is reported by safe_load with its own line
         walk(yaml.compose(text), ())
-    except yaml.YAMLError:
-        pass
     return lines
 
 
@@ -116,7 +119,10 @@ def _walk(loc: tuple) -> tuple[tuple, list[type[BaseModel]]]:
         shown.append(part)
         if isinstance(part, str):
             candidates = [
-                sub for m in candidates if part in m.model_fields for sub in _models_in(m.model_fields[part].annotation)
+                sub
+                for m in candidates
+                if part in m.model_fields
+                for sub in _models_in(m.model_fields[part].annotation)
             ]
     return tuple(shown), candidates
 
@@ -174,5 +180,3 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 def recipe_to_yaml(recipe: Recipe) -> str:
     """The fully resolved recipe, as written into the run folder."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-
-

@@ -13,7 +13,9 @@ class ModelConfig(Section):
         "float32", description="Weights dtype when loading; training keeps fp32 master weights."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for Hub ids.")
-    trust_remote_code: bool = Field(False, description="Run model code shipped with a Hub repo. Off by default.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with a Hub repo. Off by default."
+    )
 
     @model_validator(mode="before")
     @classmethod

