@@ -354,3 +354,20 @@ def test_minilm_trainable_counts_and_prompt_init_reload(tmp_path):
     reloaded = load_trained(base, cfg, tmp_path, "seq_cls")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**enc).logits, expected)
+
+
+def test_freeze_mean_pooling_ignores_padding_and_differs_from_cls():
+    """The freeze head reads the masked mean of token states: padding must not change a prediction."""
+    from lmadapt.config.method import FreezeMethod
+
+    model = apply_method(build("bert", "seq_cls"), FreezeMethod(), "seq_cls").eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    padded = torch.tensor([[5, 6, 7, 8, 0, 0]])
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        with_pad = model(input_ids=padded, attention_mask=torch.tensor([[1, 1, 1, 1, 0, 0]])).logits
+    torch.testing.assert_close(plain, with_pad, rtol=1e-5, atol=1e-5)
+
+    cls_model = apply_method(build("bert", "seq_cls"), FreezeMethod(pooling="cls"), "seq_cls").eval()
+    assert type(cls_model.base_model.pooler).__name__ == "BertPooler"
+    assert type(model.base_model.pooler).__name__ == "MeanPooler"

@@ -20,6 +20,9 @@ class FreezeMethod(Section):
     unfreeze_top: int = Field(0, ge=0, description="Number of top transformer layers left trainable.")
     head_hidden: int = Field(512, ge=1, description="Hidden size of the MLP head (encoder tasks).")
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="seq_cls: feed the head the masked mean of token states, or the [CLS] pooler."
+    )
 
 
 class LoraMethod(Section):

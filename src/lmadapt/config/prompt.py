@@ -15,8 +15,10 @@ class PromptConfig(Section):
         description="zero_shot/few_shot/cot generate an answer and map it to a label; verbalizer scores "
         "label words at the [MASK] (masked LMs) or as the next tokens (causal LMs).",
     )
-    k: int = Field(
-        4, ge=0, description="Demonstrations per prompt (few_shot, cot, and verbalizer if > 0 there)."
+    k: int | None = Field(
+        None,
+        ge=0,
+        description="Demonstrations per prompt; default 4 for few_shot, else 0 (zero_shot: always 0).",
     )
     selection: Literal["random", "similar"] = Field(
         "random",
@@ -60,6 +62,13 @@ class PromptConfig(Section):
     )
     max_new_tokens: int = Field(16, ge=1, description="Tokens generated per answer (cot: per reasoning).")
     batch_size: int = Field(8, ge=1)
+
+    @property
+    def n_demos(self) -> int:
+        """Demonstrations actually used: none for zero_shot, `k` (default 4 for few_shot) otherwise."""
+        if self.mode == "zero_shot":
+            return 0
+        return self.k if self.k is not None else (4 if self.mode == "few_shot" else 0)
 
     @model_validator(mode="after")
     def _check(self):

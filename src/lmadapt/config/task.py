@@ -55,7 +55,9 @@ class SpanTask(Section):
     type: Literal["span"] = "span"
     context: str = Field("context")
     question: str = Field("question")
-    answer: str = Field("answer", description="Field with {text, start} (start: character offset in context).")
+    answer: str = Field(
+        "answer", description="Field with {text, start} (start: character offset in context)."
+    )
     id: str | None = None
 
 
@@ -63,7 +65,9 @@ class SftTask(Section):
     """Instruction tuning: Alpaca records or `messages` conversations; loss on assistant tokens only."""
 
     type: Literal["sft"] = "sft"
-    format: Literal["auto", "alpaca", "messages"] = Field("auto", description="Record shape; auto detects it.")
+    format: Literal["auto", "alpaca", "messages"] = Field(
+        "auto", description="Record shape; auto detects it."
+    )
     template: Literal["auto", "model", "alpaca", "plain"] = Field(
         "auto", description="auto: the model's chat template if it has one, else alpaca."
     )
@@ -78,8 +82,15 @@ class GenerateTask(Section):
     text: list[str] = Field(["text"], description="Input field(s).")
     target: str = Field("label", description="Field with the expected output.")
     metric: Literal["label_f1", "keyword_f1", "rouge_l"] = Field("rouge_l")
-    labels: list[str] | None = Field(None, description="For label_f1: the valid outputs.")
+    labels: list[str] | None = Field(
+        None, description="For label_f1: the valid outputs; the first is the positive class of `f1`."
+    )
+    label_map: dict[str, str] | None = Field(
+        None, description="For label_f1: gold value -> output text, e.g. {Humans: '1', Animals: '0'}."
+    )
     template: Literal["auto", "model", "alpaca", "plain"] = "auto"
+    system: str | None = Field(None, description="System prompt added to every example.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation length when evaluating.")
     id: str | None = None
 
     _list = field_validator("text", mode="before")(_as_list)

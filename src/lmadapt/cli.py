@@ -1,0 +1,256 @@
+"""The `lmadapt` command. Each subcommand parses arguments and calls one plain function.
+
+Heavy imports (torch, transformers) stay inside the commands so `lmadapt --help` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .errors import LmadaptError
+
+app = typer.Typer(
+    help="Adapt pretrained language models to your task, from one YAML recipe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and pull pretrained models into the cache.", no_args_is_help=True)
+data_app = typer.Typer(help="List and pull datasets into the cache.", no_args_is_help=True)
+recipes_app = typer.Typer(help="Check, list and copy recipes.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(recipes_app, name="recipes")
+console = Console()
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def friendly(fn):
+    """Turn LmadaptError into a red message and exit code 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LmadaptError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(2)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- recipes
+@recipes_app.command("check")
+@friendly
+def recipes_check(recipe: Path, overrides: list[str] = typer.Argument(None, help="dotted.key=value")):
+    """Validate a recipe and print it fully resolved."""
+    from .config import load_recipe, recipe_to_yaml
+
+    console.print(recipe_to_yaml(load_recipe(recipe, overrides)), highlight=False)
+
+
+@recipes_app.command("list")
+def recipes_list():
+    """List the shipped recipes."""
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        console.print(path.stem)
+
+
+@recipes_app.command("cp")
+@friendly
+def recipes_cp(name: str, dest: Path):
+    """Copy a shipped recipe to DEST to start from it."""
+    from .utils.io import write_text
+
+    src = RECIPES_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if not src.is_file():
+        raise LmadaptError(f"no shipped recipe {name!r}; see `lmadapt recipes list`")
+    write_text(dest, src.read_text(encoding="utf-8"))
+    console.print(f"wrote {dest}")
+
+
+# ---------------------------------------------------------------- train
+@app.command()
+@friendly
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=1e-4"),
+):
+    """Run the recipe's stage (finetune, sft, prompt, ...) and write its run folder."""
+    from .config import load_recipe
+    from .stages import run_stage
+
+    run_dir = run_stage(load_recipe(recipe, overrides))
+    console.print(f"run folder: {run_dir}")
+
+
+# ---------------------------------------------------------------- commands added by each feature below
+
+
+# ---------------------------------------------------------------- synth
+@app.command()
+@friendly
+def synth(
+    config: Path = typer.Argument(..., help="Synth config YAML (see recipes/synth/)."),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. target=50"),
+):
+    """Generate instruction data from seed tasks (Self-Instruct or Alpaca style); resumable."""
+    from .synth import load_synth_config, run_synth
+
+    out = run_synth(load_synth_config(config, overrides))
+    console.print(f"synth output: {out} (alpaca.jsonl, stats.md)")
+
+
+# ---------------------------------------------------------------- models / data (sources)
+@models_app.command("list")
+@friendly
+def models_list():
+    """List the catalog models and whether each is pulled."""
+    from .sources import list_models
+    from .sources.report import catalog_table
+
+    console.print(catalog_table(list_models(), "models"))
+
+
+@models_app.command("pull")
+@friendly
+def models_pull(name: str = typer.Argument(..., help="Catalog name, see `lmadapt models list`.")):
+    """Fetch and convert a model into the cache (a no-op when pulled already); print its manifest."""
+    from .sources import pull_model, read_manifest
+    from .sources.report import manifest_tables
+
+    folder = pull_model(name)
+    console.print(*manifest_tables(read_manifest(folder)))
+    console.print(f"folder: {folder}", highlight=False)
+
+
+@data_app.command("list")
+@friendly
+def data_list():
+    """List the catalog datasets and whether each is pulled."""
+    from .sources import list_datasets
+    from .sources.report import catalog_table
+
+    console.print(catalog_table(list_datasets(), "datasets"))
+
+
+@data_app.command("pull")
+@friendly
+def data_pull(name: str = typer.Argument(..., help="Catalog name, see `lmadapt data list`.")):
+    """Fetch and convert a dataset into JSONL splits (a no-op when pulled already); print its counts."""
+    from .sources import pull_dataset, read_manifest
+    from .sources.report import manifest_tables
+
+    folder = pull_dataset(name)
+    console.print(*manifest_tables(read_manifest(folder)))
+    console.print(f"folder: {folder}", highlight=False)
+
+
+# ---------------------------------------------------------------- compare
+@app.command()
+@friendly
+def compare(
+    recipes: list[Path] = typer.Argument(..., help="Recipe files, or folders of them."),
+    grid: list[str] = typer.Option(None, "--grid", help="dotted.key=v1,v2 (repeatable): one run each."),
+    output: Path = typer.Option(Path("runs/compare"), "--output", help="Folder for runs and leaderboard."),
+    metric: str = typer.Option(None, "--metric", help="Sort by this metric (default f1_macro)."),
+):
+    """Run (or reuse) each configuration, then write a leaderboard (md, csv, json, png)."""
+    from .compare import run_compare
+
+    board = run_compare(recipes, grid or [], output, metric)
+    console.print(board.read_text(encoding="utf-8"), highlight=False, markup=False)
+    console.print(f"leaderboard: {board} (.csv, .json, .png beside it)")
+
+
+# ---------------------------------------------------------------- predict
+@app.command()
+@friendly
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished finetune run folder."),
+    input: Path = typer.Option(..., "--input", help="Records to predict (.jsonl .json .csv .tsv .parquet)."),
+    output: Path = typer.Option(..., "--output", help="Predictions file: .jsonl or .csv."),
+    submission: Path = typer.Option(None, "--submission", help="Also write an id,label CSV."),
+):
+    """Predict labels/tags/keywords/spans for new records with a finetune run's model."""
+    from .predict import predict_file
+
+    n = predict_file(run_dir, input, output, submission)
+    console.print(f"wrote {n} predictions to {output}" + (f" and {submission}" if submission else ""))
+
+
+# ---------------------------------------------------------------- data check (readers)
+@data_app.command("check")
+@friendly
+def data_check(
+    file: Path = typer.Argument(..., help="A .jsonl .json .csv .tsv or .parquet file."),
+    shape: str = typer.Option(None, "--shape", help="Validate as this record shape, e.g. classify, alpaca."),
+):
+    """Read and validate a data file; print its record count and fields (exit 2 on a bad record)."""
+    from .data import check_file, summary_lines
+
+    for line in summary_lines(check_file(file, shape)):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # paths stay whole
+
+
+# ---------------------------------------------------------------- sft: export / generate / chat
+@app.command()
+@friendly
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished sft run folder."),
+    output: Path = typer.Option(..., "--output", help="New folder for the standalone model."),
+):
+    """Merge a run's LoRA adapter into its base model; write a standalone safetensors folder + tokenizer."""
+    from .export import export_run
+
+    console.print(f"exported to {export_run(run_dir, output)}")
+
+
+@app.command()
+@friendly
+def generate(
+    model: str = typer.Argument(..., help="Catalog name, model folder, Hub id or sft run folder."),
+    input: Path = typer.Option(..., "--input", help="Records with prompt, messages or instruction."),
+    output: Path = typer.Option(..., "--output", help="JSONL: each record plus its `output`."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    top_k: int = typer.Option(0, "--top-k", help="0: no top-k filtering."),
+    num_beams: int = typer.Option(1, "--num-beams"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty"),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Generate one output per input record with the inference engine."""
+    from .infer.batch import generate_file
+
+    n = generate_file(
+        model, input, output, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=sample,
+        temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
+        repetition_penalty=repetition_penalty, stop=stop or None, seed=seed,
+    )  # fmt: skip
+    console.print(f"wrote {n} outputs to {output}")
+
+
+@app.command()
+@friendly
+def chat(
+    model: str = typer.Argument(..., help="Catalog name, model folder, Hub id or sft run folder."),
+    system: str = typer.Option(None, "--system", help="System prompt (kept when old turns are dropped)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    top_p: float = typer.Option(0.9, "--top-p"),
+):
+    """Chat in the terminal (one line per turn; /reset clears the history, /exit quits)."""
+    from .infer.chat import run_chat
+
+    decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {}
+    run_chat(model, system, max_new_tokens, **decoding)

@@ -1,0 +1,297 @@
+"""`lmadapt compare`: run several recipes (and a grid of overrides), then rank them on one leaderboard.
+
+Each configuration gets its own run folder under OUTPUT/runs/NAME. A folder whose metrics.json exists and
+whose config.yaml equals the resolved recipe is reused, not retrained. Every run is a separate process
+(`python -m lmadapt train`), so its peak memory is its own. The leaderboard (Markdown, CSV, JSON) lists the
+task metrics, trainable parameters, train time, peak memory and inference speed; leaderboard.png plots
+quality against train time (log scale).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import Recipe, load_recipe, recipe_to_yaml
+from .errors import RecipeError
+from .runs import RunDir
+from .utils.io import write_json, write_text
+
+PREFERRED_METRICS = ("accuracy", "f1_macro", "f1", "keyword_f1", "entity_f1", "token_f1", "exact_match")
+PRIMARY_ORDER = ("f1_macro", "accuracy", "keyword_f1", "entity_f1", "token_f1", "exact_match")
+COST_COLUMNS = ("trainable_params", "train_seconds", "peak_rss_mb", "infer_examples_per_s")
+
+
+@dataclass
+class Planned:
+    """One configuration: a recipe file plus overrides, resolved."""
+
+    name: str
+    source: Path
+    overrides: list[str]
+    recipe: Recipe
+    status: str = "pending"  # reused | trained | failed
+    wall_seconds: float | None = None
+    log: Path | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+def expand_recipes(paths: Sequence[str | Path]) -> list[Path]:
+    """Recipe files; a folder stands for the *.yaml files in it (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.yaml"))
+            if not found:
+                raise RecipeError(f"{p}: folder holds no *.yaml recipes")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise RecipeError(f"{p}: recipe file not found")
+    return out
+
+
+def expand_grid(grid: Sequence[str]) -> list[list[str]]:
+    """`["method.type=freeze,lora", "train.lr=1e-4,1e-3"]` -> every combination as a list of overrides."""
+    axes = []
+    for item in grid:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise RecipeError(
+                f"--grid {item!r}: expected dotted.key=value1,value2 (e.g. method.type=freeze,lora)"
+            )
+        axes.append([f"{key.strip()}={v.strip()}" for v in values.split(",") if v.strip()])
+    return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
+
+
+def plan(recipes: Sequence[str | Path], grid: Sequence[str], output: Path) -> list[Planned]:
+    """Resolve each (recipe, grid point) into a recipe writing to OUTPUT/runs/NAME; all errors up front."""
+    planned, problems = [], []
+    for path in expand_recipes(recipes):
+        for combo in expand_grid(grid):
+            suffix = "-".join(o.partition("=")[2] for o in combo)
+            name = f"{path.stem}-{suffix}" if suffix else path.stem
+            overrides = [*combo, f"output={(output / 'runs' / name).as_posix()}"]
+            try:
+                planned.append(Planned(name, path, overrides, load_recipe(path, overrides)))
+            except RecipeError as exc:
+                problems.append(f"{name}: {exc}")
+    if problems:
+        raise RecipeError("\n".join(problems))
+    names = [p.name for p in planned]
+    if len(set(names)) != len(names):
+        raise RecipeError(
+            f"two configurations share a name: {sorted({n for n in names if names.count(n) > 1})}"
+        )
+    return planned
+
+
+def _comparable(config: dict, wanted: dict) -> dict:
+    """Stages fill in task.labels when the recipe leaves it empty; that alone is not a different run."""
+    task = dict(config.get("task") or {})
+    if (wanted.get("task") or {}).get("labels") is None:
+        task["labels"] = None
+    return config | {"task": task}
+
+
+def finished_run(recipe: Recipe) -> bool:
+    """True when recipe.output holds a finished run of exactly this recipe."""
+    run = RunDir(recipe.output)
+    if not run.is_finished() or not (run / "config.yaml").is_file():
+        return False
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    wanted = recipe.model_dump(mode="json")
+    return _comparable(saved, wanted) == wanted
+
+
+def run_in_subprocess(recipe_file: Path, log_file: Path) -> int:
+    """`python -m lmadapt train RECIPE` in a fresh process (its own peak RSS), output into log_file."""
+    with open(log_file, "w", encoding="utf-8") as log:
+        return subprocess.run(
+            [sys.executable, "-m", "lmadapt", "train", str(recipe_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        ).returncode
+
+
+def run_compare(
+    recipes: Sequence[str | Path],
+    grid: Sequence[str] = (),
+    output: str | Path = "runs/compare",
+    metric: str | None = None,
+    runner: Callable[[Path, Path], int] | None = None,
+) -> Path:
+    """Run (or reuse) every configuration, then write the leaderboard; returns leaderboard.md's path."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    output = Path(output)
+    runner = runner or run_in_subprocess
+    planned = plan(recipes, grid, output)
+    (output / "recipes").mkdir(parents=True, exist_ok=True)
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        overall = progress.add_task("compare", total=len(planned))
+        for item in planned:
+            item.log = output / "logs" / f"{item.name}.log"
+            if finished_run(item.recipe):
+                item.status = "reused"
+                progress.console.print(f"[green]reused[/] {item.name} ({item.recipe.output})")
+            else:
+                progress.update(overall, description=f"running {item.name}")
+                recipe_file = output / "recipes" / f"{item.name}.yaml"
+                write_text(recipe_file, recipe_to_yaml(item.recipe))
+                start = time.perf_counter()
+                code = runner(recipe_file, item.log)
+                item.wall_seconds = round(time.perf_counter() - start, 1)
+                ok = code == 0 and RunDir(item.recipe.output).is_finished()
+                item.status = "trained" if ok else "failed"
+                if ok:
+                    progress.console.print(f"[green]done[/] {item.name} in {item.wall_seconds}s")
+                else:
+                    tail = "\n".join(
+                        item.log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+                    )
+                    progress.console.print(
+                        f"[red]failed[/] {item.name} (exit {code}); log {item.log}:\n{tail}"
+                    )
+            if item.status != "failed":
+                item.metrics = RunDir(item.recipe.output).read_metrics()
+            progress.advance(overall)
+        progress.update(overall, description="compare")
+    return write_leaderboard(planned, output, metric)
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+def _method_label(recipe: Recipe) -> str:
+    if recipe.stage == "prompt":
+        mode = recipe.prompt.mode if recipe.prompt else "zero_shot"
+        return f"prompt:{mode}"
+    return recipe.method.type
+
+
+def _split_metrics(metrics: dict) -> tuple[str | None, dict]:
+    final = metrics.get("final") or {}
+    for split in ("test", "eval"):
+        if final.get(split):
+            return split, final[split]
+    return None, {}
+
+
+def leaderboard_rows(planned: Sequence[Planned]) -> tuple[list[dict], list[str]]:
+    """One row per configuration and the metric columns (preferred metrics first)."""
+    rows, names = [], []
+    for item in planned:
+        split, scores = _split_metrics(item.metrics)
+        cost = item.metrics.get("cost") or {}
+        names += [k for k in scores if k not in names]
+        rows.append(
+            {
+                "name": item.name,
+                "model": item.recipe.model.name,
+                "method": _method_label(item.recipe),
+                "status": item.status,
+                "split": split,
+                **scores,
+                **{k: cost.get(k) for k in COST_COLUMNS},
+                "run": item.recipe.output,
+            }
+        )
+    metric_cols = [m for m in PREFERRED_METRICS if m in names] + [
+        m for m in names if m not in PREFERRED_METRICS
+    ]
+    return rows, metric_cols
+
+
+def _fmt(value, key: str) -> str:
+    if value is None:
+        return "-"
+    if key == "trainable_params":
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1.0 and key not in COST_COLUMNS else f"{value:,.1f}"
+    return str(value)
+
+
+def write_leaderboard(planned: Sequence[Planned], output: Path, metric: str | None = None) -> Path:
+    """leaderboard.md / .csv / .json / .png in OUTPUT, rows sorted by `metric` (best first)."""
+    rows, metric_cols = leaderboard_rows(planned)
+    primary = metric or next(
+        (m for m in PRIMARY_ORDER if m in metric_cols), metric_cols[0] if metric_cols else None
+    )
+    if metric and metric not in metric_cols:
+        raise RecipeError(f"--metric {metric!r}: the runs report {metric_cols}")
+    rows.sort(key=lambda r: (r.get(primary) is None, -(r.get(primary) or 0.0)))
+    shown = [m for m in metric_cols if m in PREFERRED_METRICS][:3] or metric_cols[:3]  # all in csv/json
+    head = ["name", "model", "method", *shown, *COST_COLUMNS, "status"]
+    titles = {
+        "trainable_params": "trainable params",
+        "train_seconds": "train s",
+        "peak_rss_mb": "peak RSS MB",
+        "infer_examples_per_s": "infer ex/s",
+    }
+    lines = [
+        f"| {' | '.join(titles.get(h, h) for h in head)} |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    lines += [f"| {' | '.join(_fmt(r.get(h), h) for h in head)} |" for r in rows]
+    splits = sorted({r["split"] for r in rows if r["split"]})
+    note = f"Metrics on the {' / '.join(splits)} split; sorted by {primary}." if primary else ""
+    write_text(output / "leaderboard.md", "\n".join(lines) + "\n\n" + note + "\n")
+
+    keys = ["name", "model", "method", "status", "split", *metric_cols, *COST_COLUMNS, "run"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(output / "leaderboard.csv", buffer.getvalue())
+    write_json(output / "leaderboard.json", {"metric": primary, "metrics": metric_cols, "rows": rows})
+    if primary:
+        plot_quality_vs_time(rows, primary, output / "leaderboard.png")
+    return output / "leaderboard.md"
+
+
+def plot_quality_vs_time(rows: Sequence[dict], metric: str, path: Path, floor: float = 0.1) -> None:
+    """Scatter of `metric` against train seconds on a log axis; runs without training sit at `floor`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .utils.io import atomic_path
+
+    points = [r for r in rows if r.get(metric) is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in points:
+        x = max(r.get("train_seconds") or 0.0, floor)
+        prompt = r["method"].startswith("prompt:")
+        ax.scatter(
+            [x],
+            [r[metric]],
+            marker="^" if prompt else "o",
+            s=60,
+            color="tab:orange" if prompt else "tab:blue",
+        )
+        ax.annotate(r["name"], (x, r[metric]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"train time, seconds (log; no training = {floor} s)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against train time (orange triangles: prompting, no training)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,176 @@
+"""Evaluation metrics shared by every task, on plain Python values (labels as strings).
+
+Classification: accuracy, precision/recall/F1 (binary, macro, micro), per-class report, confusion matrix.
+Tagging: seqeval entity-level F1. Spans: exact match and token F1 (SQuAD-style normalisation).
+Keywords: F1 between normalised keyword sets.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = [
+    "classification_metrics",
+    "multilabel_metrics",
+    "per_class_report",
+    "confusion",
+    "entity_metrics",
+    "span_metrics",
+    "exact_match",
+    "token_f1",
+    "normalize_keyword",
+    "keyword_set_f1",
+    "keyword_metrics",
+]
+
+
+def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def per_class_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, dict]:
+    """{label: {precision, recall, f1, support}} for each label."""
+    report = {}
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
+        p, r, f = _prf(tp, fp, fn)
+        report[label] = {"precision": p, "recall": r, "f1": f, "support": tp + fn}
+    return report
+
+
+def confusion(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Confusion matrix: rows are gold labels, columns predicted labels, in `labels` order."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, pred, strict=True):
+        if g in index and p in index:
+            matrix[index[g]][index[p]] += 1
+    return matrix
+
+
+def classification_metrics(
+    gold: Sequence[str], pred: Sequence[str], labels: Sequence[str], positive: str | None = None
+) -> dict[str, float]:
+    """accuracy, precision/recall/f1 macro and micro; plus binary ones for two labels.
+
+    `positive` is the positive class for the binary scores (default: the second label, as sklearn does).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    n = len(gold)
+    report = per_class_report(gold, pred, labels)
+    out = {"accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / n if n else 0.0}
+    for key in ("precision", "recall", "f1"):
+        out[f"{key}_macro"] = sum(r[key] for r in report.values()) / len(labels) if labels else 0.0
+    tp = sum(g == p and g in report for g, p in zip(gold, pred, strict=True))
+    fp = sum(g != p and p in report for g, p in zip(gold, pred, strict=True))
+    fn = sum(g != p and g in report for g, p in zip(gold, pred, strict=True))
+    out["precision_micro"], out["recall_micro"], out["f1_micro"] = _prf(tp, fp, fn)
+    if len(labels) == 2:
+        pos = positive if positive is not None else labels[1]
+        out["precision"], out["recall"], out["f1"] = (report[pos][k] for k in ("precision", "recall", "f1"))
+    return out
+
+
+def multilabel_metrics(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str]
+) -> dict[str, float]:
+    """Multi-label: exact-set accuracy, macro F1 over labels, micro F1 over (example, label) pairs."""
+    gold_sets = [set(g) for g in gold]
+    pred_sets = [set(p) for p in pred]
+    out = {"accuracy": sum(g == p for g, p in zip(gold_sets, pred_sets, strict=True)) / max(len(gold), 1)}
+    totals = [0, 0, 0]
+    f1s, ps, rs = [], [], []
+    for label in labels:
+        tp = sum(label in g and label in p for g, p in zip(gold_sets, pred_sets, strict=True))
+        fp = sum(label not in g and label in p for g, p in zip(gold_sets, pred_sets, strict=True))
+        fn = sum(label in g and label not in p for g, p in zip(gold_sets, pred_sets, strict=True))
+        p, r, f = _prf(tp, fp, fn)
+        ps.append(p), rs.append(r), f1s.append(f)
+        totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn]
+    k = max(len(labels), 1)
+    out |= {"precision_macro": sum(ps) / k, "recall_macro": sum(rs) / k, "f1_macro": sum(f1s) / k}
+    out["precision_micro"], out["recall_micro"], out["f1_micro"] = _prf(*totals)
+    return out
+
+
+def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """seqeval entity-level precision/recall/F1 (micro over entities) and token accuracy for BIO tags."""
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    gold, pred = [list(g) for g in gold], [list(p) for p in pred]
+    return {
+        "entity_f1": float(f1_score(gold, pred, zero_division=0)),
+        "entity_precision": float(precision_score(gold, pred, zero_division=0)),
+        "entity_recall": float(recall_score(gold, pred, zero_division=0)),
+        "token_accuracy": float(accuracy_score(gold, pred)) if gold else 0.0,
+    }
+
+
+def _normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and articles, squeeze spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(gold: str, pred: str) -> float:
+    return float(_normalize_answer(gold) == _normalize_answer(pred))
+
+
+def token_f1(gold: str, pred: str) -> float:
+    g, p = _normalize_answer(gold).split(), _normalize_answer(pred).split()
+    if not g or not p:
+        return float(g == p)
+    common = sum((Counter(g) & Counter(p)).values())
+    return _prf(common, len(p) - common, len(g) - common)[2]
+
+
+def span_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
+    n = max(len(gold), 1)
+    return {
+        "exact_match": sum(exact_match(g, p) for g, p in zip(gold, pred, strict=True)) / n,
+        "token_f1": sum(token_f1(g, p) for g, p in zip(gold, pred, strict=True)) / n,
+    }
+
+
+def normalize_keyword(text: str) -> str:
+    """Lowercase, punctuation to spaces, extra spaces squeezed: 'Deep-Learning ' -> 'deep learning'."""
+    text = "".join(" " if ch in string.punctuation else ch for ch in text.lower())
+    return " ".join(text.split())
+
+
+def keyword_set_f1(gold: Sequence[str], pred: Sequence[str]) -> tuple[float, float, float]:
+    """(precision, recall, f1) between normalised keyword sets of one document."""
+    g = {k for k in map(normalize_keyword, gold) if k}
+    p = {k for k in map(normalize_keyword, pred) if k}
+    if not g and not p:
+        return 1.0, 1.0, 1.0
+    tp = len(g & p)
+    return _prf(tp, len(p) - tp, len(g) - tp)
+
+
+def keyword_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Keyword-set F1 averaged over documents (macro) and pooled over all keywords (micro)."""
+    per_doc = [keyword_set_f1(g, p) for g, p in zip(gold, pred, strict=True)]
+    n = max(len(per_doc), 1)
+    tp = fp = fn = 0
+    for g, p in zip(gold, pred, strict=True):
+        gs = {k for k in map(normalize_keyword, g) if k}
+        ps = {k for k in map(normalize_keyword, p) if k}
+        tp, fp, fn = tp + len(gs & ps), fp + len(ps - gs), fn + len(gs - ps)
+    out = {
+        "keyword_precision": sum(x[0] for x in per_doc) / n,
+        "keyword_recall": sum(x[1] for x in per_doc) / n,
+        "keyword_f1": sum(x[2] for x in per_doc) / n,
+    }
+    out["keyword_f1_micro"] = _prf(tp, fp, fn)[2]
+    return out

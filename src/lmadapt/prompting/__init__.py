@@ -1,0 +1,1 @@
+"""Prompting without training: verbalizer (cloze) scoring, demonstrations, zero-shot / few-shot / CoT."""

@@ -1,0 +1,181 @@
+"""The `lmadapt synth` config: one strict YAML file (recipes/synth/*.yaml), dotted overrides on the CLI."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from ..config import _yaml_lines as yaml_lines  # one YAML line map for recipes and synth configs
+from ..config import apply_overrides
+from ..config.base import Section
+from ..errors import RecipeError
+from .filters import DEFAULT_BLACKLIST
+
+
+class LocalBackendConfig(Section):
+    """Generate with the local inference engine."""
+
+    type: Literal["local"] = "local"
+    model: str = Field("smollm2-135m-instruct", description="Catalog name, model folder or run folder.")
+    batch_size: int = Field(8, ge=1, description="Prompts per forward pass.")
+    chat: bool = Field(
+        False, description="Wrap each prompt in the model's chat template (else raw completion)."
+    )
+    repetition_penalty: float = Field(1.0, gt=0)
+
+
+class OpenAIBackendConfig(Section):
+    """Generate with an OpenAI-compatible HTTP server (vLLM, llama.cpp server, OpenAI, ...)."""
+
+    type: Literal["openai"]
+    base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., description="Model name the server expects.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (none: no key)."
+    )
+    chat: bool = Field(False, description="Use /chat/completions instead of /completions.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
+
+
+class SamplingConfig(Section):
+    """Decoding settings shared by every generation step."""
+
+    temperature: float = Field(0.8, ge=0, description="0 means greedy.")
+    top_p: float = Field(0.95, gt=0, le=1)
+    instruction_max_tokens: int = Field(
+        128, ge=1, description="New tokens per instruction-generation prompt."
+    )
+    classify_max_tokens: int = Field(3, ge=1)
+    instance_max_tokens: int = Field(160, ge=1)
+    alpaca_max_tokens: int = Field(1024, ge=1, description="New tokens per Alpaca prompt (20 tasks).")
+
+
+class FilterConfig(Section):
+    """What a generated instruction and its instances must pass."""
+
+    rouge_threshold: float = Field(
+        0.7, gt=0, le=1, description="Reject when ROUGE-L vs any pool item >= this."
+    )
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(150, ge=1)
+    blacklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLACKLIST))
+    max_instances: int = Field(5, ge=1, description="Keep at most this many instances per task.")
+
+
+class SynthConfig(Section):
+    """Self-Instruct (or Alpaca-style) data generation from seed tasks."""
+
+    method: Literal["self-instruct", "alpaca"] = "self-instruct"
+    seeds: str = Field(
+        "self-instruct-seeds", description="Catalog dataset name or a JSONL file of seed tasks."
+    )
+    language: Literal["en", "zh"] = Field("en", description="Language of the prompt frames.")
+    backend: Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="type")] = Field(
+        default_factory=LocalBackendConfig
+    )
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    target: int = Field(200, ge=1, description="Stop once this many tasks (with instances) are accepted.")
+    prompts_per_round: int = Field(
+        8, ge=1, description="Instruction-generation prompts per round (one batch)."
+    )
+    prompt_instructions: int = Field(8, ge=1, description="In-context instructions per Self-Instruct prompt.")
+    machine_per_prompt: int = Field(2, ge=0, description="Of those, how many come from earlier generations.")
+    alpaca_examples: int = Field(3, ge=1, description="Seed examples per Alpaca prompt.")
+    alpaca_tasks: int = Field(20, ge=2, description="Tasks requested per Alpaca prompt.")
+    classify_shots: int = Field(8, ge=0, description="Few-shot examples in the classification prompt.")
+    instance_demos: int = Field(2, ge=0, description="Seed tasks shown in each instance-generation prompt.")
+    max_rounds: int | None = Field(
+        None, ge=1, description="Give up after this many rounds in one invocation."
+    )
+    seed: int = 0
+    output: str = Field("runs/synth", description="Output folder (resumed when it exists).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backend_type(cls, data):
+        # `backend: {model: x}` (or an override like backend.batch_size=4) means the local engine.
+        if isinstance(data, dict) and isinstance(data.get("backend"), dict) and "type" not in data["backend"]:
+            data = {**data, "backend": {"type": "local", **data["backend"]}}
+        return data
+
+
+def _models(model: type[BaseModel], key: str) -> list[type[BaseModel]]:
+    import typing
+
+    field = model.model_fields.get(key)
+    found: list[type[BaseModel]] = []
+
+    def walk(ann):
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found.append(ann)
+        for arg in typing.get_args(ann):
+            walk(arg)
+
+    if field is not None:
+        walk(field.annotation)
+    return found
+
+
+def parse_synth_config(raw, source: str = "<synth config>", text: str = "") -> SynthConfig:
+    """Validate a raw mapping, raising RecipeError that lists every problem with its YAML line."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a synth config must be a mapping, got {type(raw).__name__}")
+    try:
+        return SynthConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = yaml_lines(text)
+        messages = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("local", "openai") or len(err["loc"]) == 1)
+            path = ".".join(map(str, loc))
+            where = f"{source}:{lines[loc]}" if loc in lines else source
+            if err["type"] == "extra_forbidden":
+                candidates: list[type[BaseModel]] = [SynthConfig]
+                for part in err["loc"][:-1]:
+                    tagged = [
+                        c
+                        for c in candidates
+                        if c.model_fields.get("type") and part in str(c.model_fields["type"].annotation)
+                    ]
+                    if part in ("local", "openai") and tagged:
+                        candidates = tagged  # a discriminator tag: keep the chosen backend type only
+                    else:
+                        candidates = [m for c in candidates for m in _models(c, str(part))]
+                valid = sorted({k for m in candidates for k in m.model_fields})
+                close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                messages.append(f"{where}: unknown key '{path}'{hint} (valid here: {', '.join(valid)})")
+            else:
+                value = err.get("input")
+                shown = "" if isinstance(value, dict) else f" (got {value!r})"
+                messages.append(f"{where}: {path}: {err['msg']}{shown}")
+        head = f"{source}: {len(messages)} problem(s) in the synth config:"
+        raise RecipeError("\n".join([head, *("  - " + m for m in messages)])) from None
+
+
+def load_synth_config(path: str | Path, overrides: list[str] | None = None) -> SynthConfig:
+    """Read, override and validate a synth config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: synth config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
+    return parse_synth_config(raw, str(path), text)
+
+
+def synth_config_to_yaml(cfg: SynthConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

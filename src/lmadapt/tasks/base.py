@@ -1,0 +1,182 @@
+"""What every encoder task shares: the `Task` interface, features, model building and batched inference.
+
+A task turns records (validated dicts from `lmadapt.data.load_split`) into model features, names the
+`AutoModelFor*` head it needs, turns the head's per-feature outputs back into one prediction per record,
+and scores predictions against gold values. The finetune stage, the tfidf baseline and `predict` all go
+through these same functions, so training, evaluation and prediction cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import RecipeError
+
+
+@dataclass
+class Encoded:
+    """Features for the model (`features`), and for each one the record it came from plus decoding info."""
+
+    features: list[dict]
+    example: list[int]
+    extra: list[dict] = field(default_factory=list)
+
+
+class Task:
+    """Base class; one subclass per task type (one module each)."""
+
+    task_type: str = "seq_cls"  # what lmadapt.methods calls it
+    head: str = "AutoModelForSequenceClassification"
+    default_metrics: tuple[str, ...] = ()
+    best_metric: str = ""
+    label_names: tuple[str, ...] = ("labels",)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.labels: list[str] | None = getattr(cfg, "labels", None)
+
+    # --- data -------------------------------------------------------------------------------------
+    def fields(self, with_gold: bool = True) -> dict[str, str]:
+        """Field name -> kind, for `load_split`."""
+        raise NotImplementedError
+
+    def id_fields(self) -> dict[str, str]:
+        # optional: records without an id are numbered by position
+        return {self.cfg.id: "label?"} if getattr(self.cfg, "id", None) else {}
+
+    def fit_labels(self, train: list[dict]) -> list[str] | None:
+        """Fix the label set (from the recipe, else from the training records) and return it."""
+        return self.labels
+
+    def gold(self, record: dict) -> Any:
+        raise NotImplementedError
+
+    def record_id(self, record: dict, index: int) -> Any:
+        value = record.get(getattr(self.cfg, "id", None) or "id")
+        return index if value in (None, "") else value
+
+    # --- model ------------------------------------------------------------------------------------
+    def model_kwargs(self) -> dict:
+        """Keyword arguments for the head's `from_pretrained` (label count and names)."""
+        labels = self.labels or []
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+
+    def encode(self, records: list[dict], tokenizer, max_length: int, with_gold: bool = True) -> Encoded:
+        raise NotImplementedError
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # --- outputs ----------------------------------------------------------------------------------
+    def decode(self, outputs: list[np.ndarray], encoded: Encoded, n_records: int) -> list[Any]:
+        """Per-feature head outputs -> one prediction per record."""
+        raise NotImplementedError
+
+    def score(self, golds: list[Any], preds: list[Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def report(self, golds: list[Any], preds: list[Any]) -> dict[str, Any]:
+        """Extra detail for report.json (per-class scores, confusion matrix); empty by default."""
+        return {}
+
+    def select(self, metrics: dict[str, float], wanted: list[str] | None) -> dict[str, float]:
+        """Keep the metrics a recipe asks for (`eval.metrics`); unknown names are recipe errors."""
+        if not wanted:
+            return metrics
+        unknown = [m for m in wanted if m not in metrics]
+        if unknown:
+            raise RecipeError(
+                f"eval.metrics: {unknown} not computed for task '{self.cfg.type}' "
+                f"(available: {', '.join(sorted(metrics))})"
+            )
+        return {k: metrics[k] for k in wanted}
+
+
+def label_error(path: str, value: Any, labels: list[str]) -> RecipeError:
+    return RecipeError(f"{path}: label {value!r} is not in the label set {labels}")
+
+
+def build_model(model_cfg, task: Task, seed: int = 0):
+    """The pretrained model with `task`'s head and its tokenizer.
+
+    Weights the checkpoint lacks (the new head, sometimes a pooler) are initialised from `seed`, so a run
+    and its later reload start from the same base: frozen-but-fresh weights are not saved by every method.
+    """
+    import torch
+    import transformers
+
+    from ..sources import resolve_model
+
+    path = resolve_model(model_cfg.name)
+    common = {"trust_remote_code": model_cfg.trust_remote_code}
+    if model_cfg.revision:
+        common["revision"] = model_cfg.revision
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+    if not tokenizer.is_fast:
+        raise RecipeError(f"model {model_cfg.name!r}: a fast tokenizer is needed (offsets and word ids)")
+    head_cls = getattr(transformers, task.head)
+    torch.manual_seed(seed)
+    model = head_cls.from_pretrained(
+        path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **common
+    )
+    if tokenizer.pad_token is None:  # decoder tokenizers: pad with EOS so batches can be padded
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def run_inference(model, features: list[dict], collator, batch_size: int = 32) -> list[np.ndarray]:
+    """Run the head over `features` in length-sorted batches; return each feature's output, unpadded.
+
+    Sequence heads give [num_labels]; token heads [length, num_labels]; span heads [length, 2] (start, end).
+    """
+    import torch
+
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    outputs: list[np.ndarray | None] = [None] * len(features)
+    drop = {"labels", "start_positions", "end_positions"}
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collator([{k: v for k, v in features[i].items() if k not in drop} for i in idx])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch)
+            if getattr(out, "start_logits", None) is not None:
+                logits = torch.stack([out.start_logits, out.end_logits], dim=-1)
+            else:
+                logits = out.logits
+            logits = logits.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                value = logits[row]
+                outputs[i] = value[: len(features[i]["input_ids"])] if value.ndim == 2 else value
+    return outputs  # type: ignore[return-value]
+
+
+def split_trainer_outputs(predictions, features: list[dict]) -> list[np.ndarray]:
+    """Trainer's concatenated, -100-padded eval outputs -> per-feature arrays as `run_inference` gives."""
+    if isinstance(predictions, tuple):
+        if (
+            len(predictions) == 2
+            and predictions[0].ndim == 2
+            and predictions[0].shape == predictions[1].shape
+        ):
+            predictions = np.stack(predictions, axis=-1)  # span head: (start, end)
+        else:
+            predictions = predictions[0]
+    out = []
+    for i, feat in enumerate(features):
+        value = predictions[i]
+        out.append(value[: len(feat["input_ids"])] if value.ndim == 2 else value)
+    return out

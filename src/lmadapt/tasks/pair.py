@@ -1,0 +1,32 @@
+"""`pair`: two texts -> one label (paraphrase, entailment, title/abstract match...).
+
+The texts are encoded as one sequence pair ([CLS] a [SEP] b [SEP] for BERT); only the longer one is cut.
+"""
+
+from __future__ import annotations
+
+from .base import Task
+from .classify import ClassifyTask
+
+
+class PairTask(ClassifyTask):
+    default_metrics = ("accuracy", "f1_macro")
+    multi_label = False  # type: ignore[assignment]
+
+    def fields(self, with_gold: bool = True) -> dict[str, str]:
+        fields = {self.cfg.text_a: "str", self.cfg.text_b: "str"} | self.id_fields()
+        if with_gold:
+            fields[self.cfg.label] = "label"
+        return fields
+
+    def texts(self, record: dict) -> tuple[str, str]:
+        return record[self.cfg.text_a], record[self.cfg.text_b]
+
+    def text(self, record: dict) -> str:
+        return "\n".join(self.texts(record))
+
+    def tokenize(self, tokenizer, record: dict, max_length: int) -> dict:
+        a, b = self.texts(record)
+        return tokenizer(a, b, truncation="longest_first", max_length=max_length)
+
+    model_kwargs = Task.model_kwargs

@@ -1,0 +1,121 @@
+"""`stage: prompt` end to end and `lmadapt compare` on a tiny random masked LM saved to disk (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForMaskedLM, BertConfig, BertTokenizerFast
+
+from lmadapt import compare as compare_mod
+from lmadapt.compare import expand_grid, finished_run, run_compare
+from lmadapt.config import load_recipe
+from lmadapt.errors import RecipeError
+from lmadapt.stages import run_stage
+
+TEXT = "the movie was great good fine terrible bad awful plot actors very not it is review answer"
+WORDS = TEXT.split()
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """A tiny BERT masked LM folder, a small labelled dataset folder and a verbalizer recipe."""
+    root = tmp_path_factory.mktemp("compare")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ":"]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.5,
+    )
+    AutoModelForMaskedLM.from_config(cfg).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    data = root / "data"
+    data.mkdir()
+    texts = {
+        "pos": ["the movie was great", "good plot", "actors very good"],
+        "neg": ["bad movie", "awful plot"],
+    }
+    records = [
+        {"id": f"{lab}{i}", "text": t, "label": lab} for lab, ts in texts.items() for i, t in enumerate(ts)
+    ]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    recipe = {
+        "model": str(root / "model"),
+        "task": {"type": "classify", "text": ["text"], "label": "label"},
+        "data": {"source": str(data), "eval": None},
+        "stage": "prompt",
+        "prompt": {
+            "mode": "verbalizer",
+            "template": "review : {text} . it was {mask} .",
+            "verbalizer": {"pos": ["great", "good"], "neg": ["bad", "awful", "terrible"]},
+        },
+        "train": {"max_length": 32},
+        "output": str(root / "runs" / "single"),
+    }
+    path = root / "tiny-verbalizer.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return root, path
+
+
+def test_prompt_stage_writes_a_run_folder_with_metrics_and_cost(tiny_setup):
+    _, path = tiny_setup
+    recipe = load_recipe(path)
+    run = run_stage(recipe)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["final"]["test"]["accuracy"] <= 1.0
+    assert metrics["cost"]["trainable_params"] == 0 and metrics["cost"]["train_seconds"] == 0.0
+    assert metrics["cost"]["total_params"] > 0 and metrics["cost"]["infer_examples_per_s"] > 0
+    preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 5 and {p["prediction"] for p in preds} <= {"pos", "neg"}
+    assert all(abs(sum(p["probs"]) - 1) < 1e-3 for p in preds)
+    assert finished_run(load_recipe(path))  # config.yaml (labels filled in) matches the recipe
+
+
+def test_expand_grid_and_bad_grid():
+    assert expand_grid(["method.type=freeze,lora", "train.lr=1e-4,1e-3"]) == [
+        ["method.type=freeze", "train.lr=1e-4"],
+        ["method.type=freeze", "train.lr=1e-3"],
+        ["method.type=lora", "train.lr=1e-4"],
+        ["method.type=lora", "train.lr=1e-3"],
+    ]
+    with pytest.raises(RecipeError, match="--grid"):
+        expand_grid(["method.type"])
+
+
+def test_compare_runs_once_then_reuses_finished_runs(tiny_setup, monkeypatch):
+    root, path = tiny_setup
+    out = root / "cmp"
+    grid = ["prompt.aggregate=logsumexp,mean"]
+    board = run_compare([path], grid, out)  # real subprocesses: `python -m lmadapt train ...`
+    names = ["tiny-verbalizer-logsumexp", "tiny-verbalizer-mean"]
+    metrics_files = [out / "runs" / n / "metrics.json" for n in names]
+    assert all(f.is_file() for f in metrics_files)
+    mtimes = [f.stat().st_mtime_ns for f in metrics_files]
+    for suffix in ("md", "csv", "json", "png"):
+        assert (out / f"leaderboard.{suffix}").stat().st_size > 0
+    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert {r["name"] for r in rows} == set(names)
+    assert all(r["status"] == "trained" and r["peak_rss_mb"] > 0 and r["trainable_params"] == 0 for r in rows)
+    assert "tiny-verbalizer-mean" in board.read_text()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(compare_mod, "run_in_subprocess", must_not_run)
+    run_compare([path], grid, out)
+    assert [f.stat().st_mtime_ns for f in metrics_files] == mtimes
+    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert {r["status"] for r in rows} == {"reused"}
+
+    # A changed recipe is a different run: it must run again (and here, fail loudly through the runner).
+    with pytest.raises(AssertionError, match="run again"):
+        run_compare([path], ["prompt.aggregate=mean", "prompt.calibrate=true"], out)
