@@ -82,6 +82,7 @@ def run(recipe) -> Path:
         max_grad_norm=cfg.max_grad_norm,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         bf16=cfg.bf16,
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         eval_strategy=strategy,

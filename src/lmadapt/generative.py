@@ -1,0 +1,128 @@
+"""Generative tasks (`task: {type: generate}`): instruction + record -> prompt, gold -> target text, outputs scored.
+
+Metrics:
+- label_f1: the output is parsed into one of `labels`; accuracy/F1 over all examples, an unparseable output
+  counts as wrong and is counted (`unparseable`, `unparseable_rate`), never dropped.
+- keyword_f1: the output is split on commas/semicolons (also the Chinese ones) and scored by keyword-set F1
+  (`lmadapt.metrics.keyword_metrics`).
+- rouge_l: ROUGE-L F1; words for alphabetic text, one token per character for CJK.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from .metrics import classification_metrics, keyword_metrics
+
+__all__ = [
+    "record_fields",
+    "prompt_messages",
+    "target_text",
+    "parse_label",
+    "parse_keywords",
+    "rouge_tokens",
+    "rouge_l",
+    "score_outputs",
+]
+
+
+def record_fields(task) -> dict[str, str]:
+    """Field kinds the reader validates for a generate task."""
+    fields = {name: ("str" if i == 0 else "str?") for i, name in enumerate(task.text)}
+    kind = "str_list" if task.metric == "keyword_f1" else ("label" if task.metric == "label_f1" else "str")
+    fields[task.target] = kind
+    if task.id:
+        fields[task.id] = "label"
+    return fields
+
+
+def prompt_messages(task, record: Mapping) -> list[dict]:
+    """The user turn (instruction, then the input fields) with the optional system prompt."""
+    text = "\n".join(str(record[f]) for f in task.text if record.get(f))
+    messages = [{"role": "user", "content": f"{task.instruction}\n{text}"}]
+    return ([{"role": "system", "content": task.system}] if task.system else []) + messages
+
+
+def target_text(task, record: Mapping) -> str:
+    """What the model should answer: the mapped label, comma-joined keywords, or the text itself."""
+    gold = record[task.target]
+    if task.metric == "keyword_f1":
+        return ", ".join(gold)
+    if task.metric == "label_f1" and task.label_map:
+        return task.label_map[str(gold)]
+    return str(gold)
+
+
+def parse_label(output: str, labels: Sequence[str]) -> str | None:
+    """The label an output names: the one it starts with, else the only one it mentions; None if unclear."""
+    text = output.strip().lower()
+    by_length = sorted(labels, key=len, reverse=True)
+    for label in by_length:
+        if re.match(rf"{re.escape(label.lower())}(?!\w)", text):
+            return label
+    found = {label for label in labels if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", text)}
+    return found.pop() if len(found) == 1 else None
+
+
+_KEYWORD_SPLIT = re.compile(r"[,;，；、\n]+")
+
+
+def parse_keywords(output: str) -> list[str]:
+    """Comma/semicolon separated keywords (Chinese separators too), stripped, duplicates dropped."""
+    seen: dict[str, None] = {}
+    for part in _KEYWORD_SPLIT.split(output):
+        part = part.strip().strip(".").strip()
+        if part:
+            seen.setdefault(part, None)
+    return list(seen)
+
+
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """Lowercased words; each CJK character is a token of its own (Chinese has no spaces)."""
+    return _TOKEN.findall(text.lower())
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(reference: str, candidate: str) -> float:
+    """ROUGE-L F1 (beta = 1) between two texts."""
+    ref, cand = rouge_tokens(reference), rouge_tokens(candidate)
+    if not ref or not cand:
+        return float(ref == cand)
+    lcs = _lcs(ref, cand)
+    if not lcs:
+        return 0.0
+    p, r = lcs / len(cand), lcs / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def score_outputs(task, records: Sequence[Mapping], outputs: Sequence[str]) -> tuple[dict, list]:
+    """(metrics, parsed predictions) of generated `outputs` against the records' gold targets."""
+    if task.metric == "label_f1":
+        labels = list(task.labels or sorted({target_text(task, r) for r in records}))
+        gold = [target_text(task, r) for r in records]
+        parsed = [parse_label(o, labels) for o in outputs]
+        metrics = classification_metrics(gold, [p or "" for p in parsed], labels, positive=labels[0])
+        bad = sum(p is None for p in parsed)
+        metrics |= {"unparseable": bad, "unparseable_rate": bad / max(len(parsed), 1)}
+        return metrics, parsed
+    if task.metric == "keyword_f1":
+        parsed = [parse_keywords(o) for o in outputs]
+        metrics = keyword_metrics([r[task.target] for r in records], parsed)
+        metrics["empty_outputs"] = sum(not p for p in parsed)
+        return metrics, parsed
+    scores = [rouge_l(target_text(task, r), o) for r, o in zip(records, outputs, strict=True)]
+    return {"rouge_l": sum(scores) / max(len(scores), 1)}, list(outputs)

@@ -1,0 +1,197 @@
+"""The one inference engine: every command that generates text (generate, chat, prompt stage, synth) uses it.
+
+    engine = load_engine("smollm2-135m-instruct")     # catalog name, model folder, Hub id or run folder
+    engine.generate(["Once upon a time"], max_new_tokens=20)               # strings are used verbatim
+    engine.generate([[{"role": "user", "content": "Hi"}]], do_sample=True)  # messages get the chat template
+
+Greedy, sampling (temperature, top-p, top-k), beam search, repetition penalty, stop strings, batched generation
+with left padding (prompts sorted by length so batches pad little; results come back in input order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LmadaptError
+from ..templates import encode_text, render_prompt, resolve_template
+
+__all__ = ["Engine", "load_engine", "load_causal_lm", "cut_at_stop"]
+
+
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+    """`text` up to (not including) the earliest stop string."""
+    end = len(text)
+    for s in stop or ():
+        i = text.find(s)
+        if s and i >= 0:
+            end = min(end, i)
+    return text[:end]
+
+
+class Engine:
+    """A causal LM, its tokenizer and the template used for chat messages."""
+
+    def __init__(self, model, tokenizer, template: str = "auto"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; attention masks hide it
+        self.template = resolve_template(tokenizer, template)
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens the model attends to (prompt + new tokens)."""
+        found = (getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length)
+        limits = [x for x in found if isinstance(x, int) and 0 < x < 10**7]  # tokenizers use 1e30 for "none"
+        return min(limits) if limits else 2048
+
+    def prompt_text(self, prompt: str | Sequence[dict]) -> str:
+        """The text the model continues: a string verbatim, messages through the template."""
+        return prompt if isinstance(prompt, str) else render_prompt(self.tokenizer, prompt, self.template)
+
+    def encode(self, prompt: str | Sequence[dict]) -> list[int]:
+        return encode_text(self.tokenizer, self.prompt_text(prompt))
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[dict]],
+        *,
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        stop: list[str] | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> list[str]:
+        """Generate a continuation for each prompt; returns only the new text (cut at the first stop string)."""
+        import torch
+        from transformers import GenerationConfig
+
+        from ..utils.seed import seed_everything
+
+        if do_sample and temperature <= 0:
+            raise LmadaptError("temperature must be > 0 when sampling (use do_sample=False for greedy)")
+        seed_everything(seed)
+        encoded = [self.encode(p) for p in prompts]
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "num_beams": num_beams,
+            "repetition_penalty": repetition_penalty,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self._eos_ids(),
+        }
+        if do_sample:  # top_k 0 switches top-k filtering off (left unset, transformers would use 50)
+            options |= {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+        config = GenerationConfig(**options)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        outputs: list[str] = [""] * len(encoded)
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                n = len(encoded[i])
+                ids[row, width - n :] = torch.tensor(encoded[i], dtype=torch.long)
+                mask[row, width - n :] = 1
+            stopping = [_StopOnStrings(self.tokenizer, stop, width)] if stop else None
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    generation_config=config,
+                    stopping_criteria=stopping,
+                )
+            for row, i in enumerate(batch):
+                text = self.tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                outputs[i] = cut_at_stop(text, stop)
+        return outputs
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids |= set(generation_eos) if isinstance(generation_eos, list) else {generation_eos}
+        if self.template == "model":  # chat templates end a turn with their own marker (e.g. <|im_end|>)
+            for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+                tid = self.tokenizer.convert_tokens_to_ids(token)
+                if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                    ids.add(tid)
+        return sorted(i for i in ids if i is not None)
+
+
+class _StopOnStrings:
+    """Stops a batch once every row's new text contains one of the stop strings."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int):
+        self.tokenizer, self.stop, self.width = tokenizer, list(stop), prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = [
+            any(s in self.tokenizer.decode(row[self.width :], skip_special_tokens=True) for s in self.stop)
+            for row in input_ids
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """(model, tokenizer) of a causal LM: catalog name, local folder or Hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..sources import resolve_model
+
+    where = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            where, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise LmadaptError(f"{name_or_path}: cannot load a causal language model from it: {exc}") from exc
+    return model, tokenizer
+
+
+def is_run_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "config.yaml").is_file() and not (p / "config.json").is_file()
+
+
+def load_run(run_dir: str | Path):
+    """(model, tokenizer, template) of a finished sft run: base model + its trained weights."""
+    from ..config import load_recipe
+    from ..methods import load_trained
+
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / "config.yaml")
+    if recipe.stage != "sft":
+        raise LmadaptError(
+            f"{run_dir}: a {recipe.stage} run; generation needs an sft run (or a model folder)"
+        )
+    model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
+    if (run_dir / "model").is_dir() or (run_dir / "adapter").is_dir():  # else a zero-shot run: base model
+        model = load_trained(model, recipe.method, run_dir, "causal_lm")
+    return model, tokenizer, getattr(recipe.task, "template", "auto")
+
+
+def load_engine(model_or_run: str, template: str | None = None) -> Engine:
+    """An Engine for a catalog name, model folder, Hub id, or sft run folder (base model + trained weights)."""
+    if is_run_dir(model_or_run):
+        model, tokenizer, run_template = load_run(model_or_run)
+        return Engine(model, tokenizer, template or run_template)
+    model, tokenizer = load_causal_lm(str(model_or_run))
+    saved = (
+        Path(str(model_or_run)) / "lmadapt_template.txt"
+    )  # written by `lmadapt export` for named templates
+    if template is None and saved.is_file():
+        template = saved.read_text(encoding="utf-8").strip()
+    return Engine(model, tokenizer, template or "auto")

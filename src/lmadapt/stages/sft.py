@@ -1,0 +1,330 @@
+"""`stage: sft`: instruction-tune a decoder on chat data (task `sft`) or on a generative task (task `generate`).
+
+Reads top to bottom: load the model, build examples (prompt tokens masked, loss on every assistant turn),
+apply the method, measure held-out loss, train (Hugging Face `Trainer`, used as is), measure again, generate
+and score (generate tasks; sft tasks when eval.metrics asks for rouge_l), save.
+
+Batching (`train.packing`): plain padding, or padding-free packing: several examples per row, position ids
+restarting at each example, no attention mask, so transformers attends only within each example.
+With no `data.train` split the stage trains nothing and evaluates the model as it is (zero-shot baseline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RecipeError
+from ..runs import RunDir, peak_rss_mb, timer
+from ..templates import IGNORE, encode_chat, resolve_template, to_messages
+from ..utils.io import write_jsonl
+from ..utils.seed import seed_everything
+
+
+def run(recipe) -> Path:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from ..infer.engine import Engine, load_causal_lm
+    from ..methods import apply_method, check_method, count_parameters, save_trained
+    from .finetune import history_from, save_plots
+
+    task = recipe.task
+    if task.type not in ("sft", "generate"):
+        raise RecipeError(f"stage sft: task type {task.type!r} is not supported; use sft or generate")
+    check_method(recipe.method, "causal_lm")
+    run_dir = RunDir(recipe.output).create()
+    cfg = recipe.train
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+
+    # --- data -------------------------------------------------------------------------------------------
+    splits = load_records(recipe)
+    run_dir.write_config(recipe)
+    run_dir.log(f"task {task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+    # --- model + examples -------------------------------------------------------------------------------
+    model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    template = resolve_template(tokenizer, task.template)
+    if task.type == "generate":  # shorten long inputs, never the instruction or the answer
+        splits = {
+            n: [fit_record(r, task, tokenizer, template, cfg.max_length) for r in rs]
+            for n, rs in splits.items()
+        }
+    examples = {
+        name: build_examples(records, tokenizer, template, cfg.max_length, task)
+        for name, records in splits.items()
+    }
+    for name, (_, dropped) in examples.items():
+        if dropped:
+            run_dir.log(f"{name}: {dropped} examples left out (no answer token within max_length)")
+    features = {name: f for name, (f, _) in examples.items()}
+    training = bool(features["train"])
+    if training:
+        model = apply_method(model, recipe.method, "causal_lm")
+    trainable, total = count_parameters(model)
+    if training:
+        run_dir.log(
+            f"template {template}; method {recipe.method.type}: {trainable:,} of {total:,} parameters train"
+        )
+    else:
+        run_dir.log(
+            f"template {template}; no training split: evaluating the model as it is ({total:,} params)"
+        )
+
+    # --- train --------------------------------------------------------------------------------------------
+    train_rows = pack_examples(features["train"], cfg.max_length) if cfg.packing else features["train"]
+    if cfg.packing and train_rows:
+        real = sum(len(f["input_ids"]) for f in features["train"])
+        run_dir.log(f"packing: {len(features['train'])} examples into {len(train_rows)} rows ({real} tokens)")
+    every = recipe.eval.every if features["eval"] else "no"
+    strategy = "steps" if isinstance(every, int) else every
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        bf16=cfg.bf16,
+        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        eval_strategy=strategy,
+        eval_steps=every if isinstance(every, int) else None,
+        save_strategy="no",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=SftCollator(tokenizer.pad_token_id),
+        train_dataset=train_rows or None,
+        eval_dataset=features["eval"] or None,
+        processing_class=tokenizer,
+    )
+    model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
+    final: dict[str, dict] = {}
+    if features["eval"]:
+        final["eval"] = {"loss_before": round(trainer.evaluate()["eval_loss"], 4)}
+        run_dir.log(f"eval loss before training: {final['eval']['loss_before']}")
+    train_seconds = 0.0
+    if training:
+        if task.type == "generate" and every != "no":  # the task metric at each evaluation, not only the loss
+            batch = cfg.eval_batch_size or cfg.batch_size
+            trainer.add_callback(
+                generation_eval(Engine(model, tokenizer, template), task, splits["eval"], batch)
+            )
+        with timer() as train_time:
+            trainer.train()
+        train_seconds = train_time()
+        model = trainer.model
+        run_dir.log(f"trained in {train_seconds:.1f}s")
+        if features["eval"]:
+            final["eval"]["loss"] = round(trainer.evaluate()["eval_loss"], 4)
+            run_dir.log(f"eval loss after training: {final['eval']['loss']}")
+    model.config.use_cache = True
+
+    # --- generate + score -----------------------------------------------------------------------------
+    engine = Engine(model, tokenizer, template)
+    predictions, infer_seconds, infer_examples = [], 0.0, 0
+    wanted = recipe.eval.metrics or []
+    if task.type == "generate" or "rouge_l" in wanted:
+        for name in ("eval", "test"):
+            records = splits[name]
+            if not records:
+                continue
+            with timer() as infer_time:
+                metrics, rows = generate_and_score(
+                    engine, task, records, cfg.eval_batch_size or cfg.batch_size
+                )
+            infer_seconds += infer_time()
+            infer_examples += len(records)
+            final.setdefault(name, {}).update(metrics)
+            predictions = rows  # the test split's (else eval's)
+            run_dir.log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    # --- save -------------------------------------------------------------------------------------------
+    if training:
+        save_trained(model, recipe.method, run_dir.path)
+    if predictions:
+        write_jsonl(run_dir / "predictions.jsonl", predictions)
+    history = history_from(trainer.state.log_history)
+    save_plots(run_dir, history, {}, "loss")
+    cost = {
+        "train_seconds": round(train_seconds, 2),
+        "train_examples": len(features["train"]),
+        "train_tokens": sum(len(f["input_ids"]) for f in features["train"]),
+        "trainable_params": trainable if training else 0,
+        "total_params": total,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
+    }
+    run_dir.write_metrics(final=final, history=history, cost=cost)
+    return run_dir.path
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+def load_records(recipe) -> dict[str, list[dict]]:
+    """train / eval / test records through the shared readers, validated for the task's record shape."""
+    from ..data import load_split, shape_fields
+
+    data, task = recipe.data, recipe.task
+    limits = {"train": data.max_train, "eval": data.max_eval, "test": data.max_test}
+    out = {}
+    for name in ("train", "eval", "test"):
+        split = getattr(data, name)
+        if task.type == "generate":
+            from ..generative import record_fields
+
+            fields = record_fields(task)
+        else:
+            shape = task.format
+            if shape == "auto" and split is not None:
+                first = load_split(data.source, split, {}, limit=1)
+                shape = "messages" if first and "messages" in first[0] else "alpaca"
+            fields = shape_fields("messages" if shape == "messages" else "alpaca")
+        out[name] = load_split(data.source, split, fields, limit=limits[name], seed=data.seed)
+    return out
+
+
+def record_messages(record: dict, task) -> list[dict]:
+    """The conversation a record trains on (user/assistant turns; an opening assistant turn is dropped)."""
+    if task.type == "generate":
+        from ..generative import prompt_messages, target_text
+
+        return [*prompt_messages(task, record), {"role": "assistant", "content": target_text(task, record)}]
+    messages = to_messages(record, task.system)
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    while len(messages) > head and messages[head]["role"] == "assistant":
+        messages.pop(head)  # an answer with no question before it cannot be prompted for
+    return messages
+
+
+def fit_record(record: dict, task, tokenizer, template: str, max_length: int) -> dict:
+    """A generate-task record whose last input field is cut so that prompt + answer fit in `max_length`."""
+    field = next((f for f in reversed(task.text) if record.get(f)), None)
+    for _ in range(3):  # token counts of a cut text can shift by a token or two at the cut: re-measure
+        over = len(encode_chat(tokenizer, record_messages(record, task), template)[0]) - max_length
+        if field is None or over <= 0:
+            return record
+        text = str(record[field])
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        keep = max(len(enc["input_ids"]) - over - 1, 0)
+        cut = enc["offset_mapping"][keep][0] if keep < len(enc["input_ids"]) else len(text)
+        record = {**record, field: text[:cut]}
+    return record
+
+
+def build_examples(records, tokenizer, template: str, max_length: int, task) -> tuple[list[dict], int]:
+    """Tokenized examples ({input_ids, labels}) and how many were dropped for having no answer token left."""
+    features, dropped = [], 0
+    for record in records:
+        ids, labels = encode_chat(tokenizer, record_messages(record, task), template, max_length)
+        if all(x == IGNORE for x in labels[1:]):  # label 0 is never predicted (nothing comes before it)
+            dropped += 1
+            continue
+        features.append({"input_ids": ids, "labels": labels})
+    return features, dropped
+
+
+# --- batching -----------------------------------------------------------------------------------------------
+def pack_examples(features: list[dict], max_length: int) -> list[dict]:
+    """Pack examples into rows of at most `max_length` tokens (first fit, longest first).
+
+    Each row holds input_ids, labels and position_ids restarting at 0 per example. Each example's first label
+    is masked: in a row it would be predicted from the previous example's last token, and unpacked it is
+    never predicted, so per-example losses are unchanged.
+    """
+    rows: list[dict] = []
+    for f in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
+        n = len(f["input_ids"])
+        row = next((r for r in rows if len(r["input_ids"]) + n <= max_length), None)
+        if row is None:
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+            rows.append(row)
+        row["input_ids"] += f["input_ids"]
+        row["labels"] += [IGNORE, *f["labels"][1:]]
+        row["position_ids"] += list(range(n))
+    return rows
+
+
+class SftCollator:
+    """Pads a batch on the right. Plain examples get an attention mask; packed rows (with position_ids) get
+    none, and their padding is one more segment (positions from 0), so no example attends across another."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        packed = "position_ids" in features[0]
+        batch = {"input_ids": [], "labels": [], ("position_ids" if packed else "attention_mask"): []}
+        for f in features:
+            n = len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_id] * (width - n))
+            batch["labels"].append(f["labels"] + [IGNORE] * (width - n))
+            if packed:
+                batch["position_ids"].append(f["position_ids"] + list(range(width - n)))
+            else:
+                batch["attention_mask"].append([1] * n + [0] * (width - n))
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+# --- generation -------------------------------------------------------------------------------------------
+def generation_eval(engine, task, records: list[dict], batch_size: int):
+    """A Trainer callback: after each evaluation during training, generate on `records` and log the metric."""
+    from transformers import TrainerCallback
+
+    class GenerationEval(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):
+            training = engine.model.training
+            engine.model.config.use_cache = True
+            try:
+                metrics, _ = generate_and_score(engine, task, records, batch_size)
+            finally:
+                engine.model.config.use_cache = False  # back to training: packed rows need no cache
+                engine.model.train(training)
+            entry = {"step": state.global_step, "epoch": state.epoch}
+            state.log_history.append(entry | {f"eval_{k}": v for k, v in metrics.items()})
+
+    return GenerationEval()
+
+
+def generate_and_score(engine, task, records: list[dict], batch_size: int) -> tuple[dict, list[dict]]:
+    """Greedy answers for `records`, scored by the task's metric; returns (metrics, prediction rows)."""
+    from ..generative import prompt_messages, rouge_l, score_outputs, target_text
+
+    if task.type == "generate":
+        prompts = [prompt_messages(task, r) for r in records]
+        golds = [target_text(task, r) for r in records]
+        max_new = task.max_new_tokens
+    else:  # free text: answer the last user turn, compare with the reference answer
+        convs = [to_messages(r, task.system) for r in records]
+        prompts = [c[:-1] if c[-1]["role"] == "assistant" else c for c in convs]
+        golds = [c[-1]["content"] if c[-1]["role"] == "assistant" else "" for c in convs]
+        max_new = 128
+    outputs = engine.generate(prompts, max_new_tokens=max_new, batch_size=batch_size)
+    if task.type == "generate":
+        metrics, parsed = score_outputs(task, records, outputs)
+    else:
+        scores = [rouge_l(g, o) for g, o in zip(golds, outputs, strict=True)]
+        metrics, parsed = {"rouge_l": sum(scores) / max(len(scores), 1)}, outputs
+    id_field = getattr(task, "id", None)
+    rows = [
+        {"id": r.get(id_field, i) if id_field else i, "output": o, "prediction": p, "gold": g}
+        for i, (r, o, p, g) in enumerate(zip(records, outputs, parsed, golds, strict=True))
+    ]
+    return metrics, rows

@@ -1,0 +1,130 @@
+"""The inference engine (decoding options, left-padded batches, stop strings) and chat history truncation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmadapt.infer.chat import ChatSession, run_chat, truncate_history
+from lmadapt.infer.engine import Engine, cut_at_stop, load_engine
+from tiny_lm import save_tiny, tiny_llama, tiny_tokenizer
+
+PROMPTS = ["the cat", "hello how are you today? I am", "one two three four five six", "paris"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.set_num_threads(1)
+    tok = tiny_tokenizer()
+    return Engine(tiny_llama(tok), tok)
+
+
+def manual_greedy(engine, prompt: str, n: int) -> str:
+    """Reference greedy decoding: one unpadded forward per new token, argmax, stop at EOS."""
+    ids = engine.encode(prompt)
+    eos = set(engine._eos_ids())
+    new = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = engine.model(input_ids=torch.tensor([ids + new])).logits[0, -1]
+            nxt = int(logits.argmax())
+            if nxt in eos:
+                break
+            new.append(nxt)
+    return engine.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_batched_left_padded_greedy_matches_one_by_one(engine):
+    batched = engine.generate(PROMPTS, max_new_tokens=10, batch_size=4)
+    assert batched == [manual_greedy(engine, p, 10) for p in PROMPTS]
+    assert engine.generate(PROMPTS, max_new_tokens=10, batch_size=3) == batched  # order restored
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(engine):
+    sampled = engine.generate(PROMPTS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=3)
+    assert engine.generate(PROMPTS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=3) == sampled
+    others = [
+        engine.generate(PROMPTS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=s) for s in (4, 5)
+    ]
+    assert any(o != sampled for o in others)
+    greedy = engine.generate(PROMPTS, max_new_tokens=8)
+    assert engine.generate(PROMPTS, max_new_tokens=8, do_sample=True, top_k=1, seed=9) == greedy
+    assert engine.generate(PROMPTS, max_new_tokens=8, do_sample=True, top_p=1e-6, seed=9) == greedy
+
+
+def test_beam_search_and_repetition_penalty(engine):
+    beams = engine.generate(PROMPTS[:2], max_new_tokens=6, num_beams=3)
+    assert len(beams) == 2 and all(isinstance(b, str) for b in beams)
+    greedy = engine.generate(PROMPTS, max_new_tokens=16)
+    penalised = engine.generate(PROMPTS, max_new_tokens=16, repetition_penalty=5.0)
+    assert penalised != greedy  # a random tiny model repeats itself; the penalty changes that
+
+    def repeats(text):
+        ids = engine.tokenizer(text)["input_ids"]
+        return len(ids) - len(set(ids))
+
+    assert sum(map(repeats, penalised)) < sum(map(repeats, greedy))
+
+
+def test_stop_strings_cut_the_output(engine):
+    full = engine.generate(PROMPTS, max_new_tokens=16)
+    stops = [o[2:4] for o in full if len(o) > 4]
+    cut = engine.generate(PROMPTS, max_new_tokens=16, stop=stops)
+    for f, c in zip(full, cut, strict=True):
+        assert f.startswith(c) and not any(s in c for s in stops)
+    assert cut_at_stop("abc\ndef", ["\n", "zz"]) == "abc"
+
+
+def test_messages_use_the_chat_template_and_load_engine_reads_a_folder(tmp_path):
+    folder = save_tiny(tmp_path / "tiny")
+    eng = load_engine(str(folder))
+    msgs = [{"role": "user", "content": "hello"}]
+    assert eng.prompt_text(msgs) == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    assert eng.generate([msgs], max_new_tokens=5) == eng.generate([eng.prompt_text(msgs)], max_new_tokens=5)
+
+
+def test_truncate_history_keeps_system_and_newest_turns():
+    msgs = [{"role": "system", "content": "S"}]
+    for i in range(6):
+        msgs += [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    msgs.append({"role": "user", "content": "u6"})
+
+    def count(ms):
+        return 10 * len(ms)  # every message costs 10 tokens
+
+    kept = truncate_history(msgs, count, limit=55)
+    assert kept[0] == {"role": "system", "content": "S"}
+    assert [m["content"] for m in kept] == ["S", "u5", "a5", "u6"]
+    assert count(kept) <= 55
+    assert truncate_history(msgs, count, limit=10_000) == msgs
+    assert [m["content"] for m in truncate_history(msgs, count, limit=1)] == [
+        "S",
+        "u6",
+    ]  # never the last turn
+
+
+def test_chat_session_stays_within_the_context(engine):
+    limit = 64
+    engine.model.config.max_position_embeddings = limit
+    try:
+        session = ChatSession(engine, system="you are a helpful bot", max_new_tokens=8)
+        for i in range(12):
+            session.ask(f"hello how are you today {i}")
+            prompt = session.messages[:-1]
+            assert len(engine.encode(prompt)) <= limit - 8
+            assert session.messages[0]["content"] == "you are a helpful bot"
+            assert prompt[-1]["content"] == f"hello how are you today {i}"
+        assert len(session.messages) < 2 * 12  # the oldest turns were dropped
+    finally:
+        engine.model.config.max_position_embeddings = 256
+
+
+def test_run_chat_reads_lines_with_reset_and_exit(tmp_path):
+    folder = save_tiny(tmp_path / "tiny")
+    said = []
+    session = run_chat(
+        str(folder), "sys", 4, lines=["hi", "there", "/reset", "again", "/exit", "never"], write=said.append
+    )
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant"]
+    assert session.messages[1]["content"] == "again"
+    assert "(history cleared)" in said and sum(s.startswith("assistant>") for s in said) == 3
