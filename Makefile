@@ -2,6 +2,7 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+LINT_PATHS := src tests $(wildcard bench scripts/*.py)
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test unit integration lint format clean
@@ -19,12 +20,12 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" -q
