@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from .metrics import classification_metrics, keyword_metrics
+from .metrics import classification_metrics, keyword_metrics, rouge_l, rouge_tokens
 
 __all__ = [
     "record_fields",
@@ -76,37 +76,6 @@ def parse_keywords(output: str) -> list[str]:
         if part:
             seen.setdefault(part, None)
     return list(seen)
-
-
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
-
-
-def rouge_tokens(text: str) -> list[str]:
-    """Lowercased words; each CJK character is a token of its own (Chinese has no spaces)."""
-    return _TOKEN.findall(text.lower())
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(reference: str, candidate: str) -> float:
-    """ROUGE-L F1 (beta = 1) between two texts."""
-    ref, cand = rouge_tokens(reference), rouge_tokens(candidate)
-    if not ref or not cand:
-        return float(ref == cand)
-    lcs = _lcs(ref, cand)
-    if not lcs:
-        return 0.0
-    p, r = lcs / len(cand), lcs / len(ref)
-    return 2 * p * r / (p + r)
 
 
 def score_outputs(task, records: Sequence[Mapping], outputs: Sequence[str]) -> tuple[dict, list]:

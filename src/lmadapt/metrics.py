@@ -174,3 +174,45 @@ def keyword_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
     }
     out["keyword_f1_micro"] = _prf(tp, fp, fn)[2]
     return out
+
+
+# --- ROUGE-L (free text, and the Self-Instruct similarity filter) --------------------------------------
+CJK_CHARS = (
+    "\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31bf\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff"
+)
+_ROUGE_TOKEN = re.compile(rf"[{CJK_CHARS}]|[^\W{CJK_CHARS}]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """Lower-cased tokens: each CJK character alone (Chinese has no spaces), other scripts as word runs."""
+    return _ROUGE_TOKEN.findall(text.lower())
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    if len(a) < len(b):
+        a, b = b, a  # the row is the shorter sequence
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_tokens(candidate: Sequence[str], reference: Sequence[str]) -> float:
+    """ROUGE-L F1 (beta = 1) of two token lists; 0.0 when either is empty."""
+    lcs = _lcs(candidate, reference) if candidate and reference else 0
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(candidate), lcs / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(reference: str, candidate: str) -> float:
+    """ROUGE-L F1 between two texts (two empty texts match: 1.0)."""
+    ref, cand = rouge_tokens(reference), rouge_tokens(candidate)
+    if not ref or not cand:
+        return float(ref == cand)
+    return rouge_l_tokens(cand, ref)

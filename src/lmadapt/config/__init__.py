@@ -10,7 +10,7 @@ import contextlib
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -24,8 +24,17 @@ from .prompt import PromptConfig
 from .task import TaskConfig
 from .train import EvalConfig, TrainConfig
 
-__all__ = ["Recipe", "load_recipe", "parse_recipe", "recipe_to_yaml", "apply_overrides"]
+__all__ = [
+    "Recipe",
+    "load_recipe",
+    "parse_recipe",
+    "load_config",
+    "parse_config",
+    "recipe_to_yaml",
+    "apply_overrides",
+]
 
+M = TypeVar("M", bound=BaseModel)
 Stage = Literal["finetune", "sft", "prompt"]
 
 
@@ -102,14 +111,14 @@ def _tag(model: type[BaseModel]) -> str | None:
     return args[0] if len(args) == 1 else None
 
 
-def _walk(loc: tuple) -> tuple[tuple, list[type[BaseModel]]]:
-    """Follow a pydantic error location from Recipe.
+def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel]]]:
+    """Follow a pydantic error location from the root model.
 
     Returns the location as the YAML spells it (discriminator tags such as 'lora' in method.lora.r dropped)
     and the models that can sit at its end.
     """
     shown: list = []
-    candidates: list[type[BaseModel]] = [Recipe]
+    candidates: list[type[BaseModel]] = [root]
     for part in loc:
         if isinstance(part, str) and not any(part in m.model_fields for m in candidates):
             tagged = [m for m in candidates if _tag(m) == part]
@@ -127,15 +136,17 @@ def _walk(loc: tuple) -> tuple[tuple, list[type[BaseModel]]]:
     return tuple(shown), candidates
 
 
-def _format_errors(exc: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+def _format_errors(
+    exc: ValidationError, source: str, lines: dict[tuple, int], root: type[BaseModel], what: str
+) -> str:
     messages = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
-            parent, candidates = _walk(loc[:-1])
+            parent, candidates = _walk(loc[:-1], root)
             loc = (*parent, loc[-1])
         else:
-            loc, candidates = _walk(loc)
+            loc, candidates = _walk(loc, root)
         path = ".".join(str(p) for p in loc) or "(top level)"
         where = f"{source}:{lines[loc]}" if loc in lines else source
         if err["type"] == "extra_forbidden":
@@ -147,25 +158,27 @@ def _format_errors(exc: ValidationError, source: str, lines: dict[tuple, int]) -
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             messages.append(f"{where}: {path}: {err['msg']}{shown}")
-    head = f"{source}: {len(messages)} problem(s) in the recipe:"
+    head = f"{source}: {len(messages)} problem(s) in the {what}:"
     return "\n".join([head, *("  - " + m for m in messages)])
 
 
-def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
-    """Validate a raw mapping into a Recipe, raising RecipeError that lists every problem."""
+def parse_config(raw: Any, root: type[M], source: str, text: str | None = None, what: str = "recipe") -> M:
+    """Validate a raw mapping into `root`, raising RecipeError that lists every problem with its YAML line."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+        raise RecipeError(f"{source}: a {what} must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Recipe.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_format_errors(exc, source, _yaml_lines(text or ""))) from None
+        raise RecipeError(_format_errors(exc, source, _yaml_lines(text or ""), root, what)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe file."""
+def load_config(
+    path: str | Path, root: type[M], overrides: list[str] | None = None, what: str = "recipe"
+) -> M:
+    """Read a YAML file, apply dotted overrides and validate it into `root` (a recipe, a synth config...)."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        raise RecipeError(f"{path}: {what} file not found")
     text = path.read_text(encoding="utf-8")
     try:
         raw = yaml.safe_load(text) or {}
@@ -174,7 +187,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         line = f":{mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
-    return parse_recipe(raw, str(path), text)
+    return parse_config(raw, root, str(path), text, what)
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
+    """Validate a raw mapping into a Recipe, raising RecipeError that lists every problem."""
+    return parse_config(raw, Recipe, source, text)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    return load_config(path, Recipe, overrides)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from ..config import _yaml_lines as yaml_lines  # one YAML line map for recipes and synth configs
-from ..config import apply_overrides
+from ..config import load_config, parse_config
 from ..config.base import Section
-from ..errors import RecipeError
 from .filters import DEFAULT_BLACKLIST
 
 
@@ -107,74 +104,14 @@ class SynthConfig(Section):
         return data
 
 
-def _models(model: type[BaseModel], key: str) -> list[type[BaseModel]]:
-    import typing
-
-    field = model.model_fields.get(key)
-    found: list[type[BaseModel]] = []
-
-    def walk(ann):
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            found.append(ann)
-        for arg in typing.get_args(ann):
-            walk(arg)
-
-    if field is not None:
-        walk(field.annotation)
-    return found
-
-
 def parse_synth_config(raw, source: str = "<synth config>", text: str = "") -> SynthConfig:
     """Validate a raw mapping, raising RecipeError that lists every problem with its YAML line."""
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a synth config must be a mapping, got {type(raw).__name__}")
-    try:
-        return SynthConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = yaml_lines(text)
-        messages = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if p not in ("local", "openai") or len(err["loc"]) == 1)
-            path = ".".join(map(str, loc))
-            where = f"{source}:{lines[loc]}" if loc in lines else source
-            if err["type"] == "extra_forbidden":
-                candidates: list[type[BaseModel]] = [SynthConfig]
-                for part in err["loc"][:-1]:
-                    tagged = [
-                        c
-                        for c in candidates
-                        if c.model_fields.get("type") and part in str(c.model_fields["type"].annotation)
-                    ]
-                    if part in ("local", "openai") and tagged:
-                        candidates = tagged  # a discriminator tag: keep the chosen backend type only
-                    else:
-                        candidates = [m for c in candidates for m in _models(c, str(part))]
-                valid = sorted({k for m in candidates for k in m.model_fields})
-                close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                messages.append(f"{where}: unknown key '{path}'{hint} (valid here: {', '.join(valid)})")
-            else:
-                value = err.get("input")
-                shown = "" if isinstance(value, dict) else f" (got {value!r})"
-                messages.append(f"{where}: {path}: {err['msg']}{shown}")
-        head = f"{source}: {len(messages)} problem(s) in the synth config:"
-        raise RecipeError("\n".join([head, *("  - " + m for m in messages)])) from None
+    return parse_config(raw, SynthConfig, source, text, what="synth config")
 
 
 def load_synth_config(path: str | Path, overrides: list[str] | None = None) -> SynthConfig:
-    """Read, override and validate a synth config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: synth config file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
-    return parse_synth_config(raw, str(path), text)
+    """Read, override and validate a synth config file (strict, like recipes)."""
+    return load_config(path, SynthConfig, overrides, what="synth config")
 
 
 def synth_config_to_yaml(cfg: SynthConfig) -> str:

@@ -11,6 +11,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..metrics import CJK_CHARS, rouge_l_tokens, rouge_tokens
+
 # Words a text-only model cannot act on (the Self-Instruct list), plus their Chinese counterparts.
 DEFAULT_BLACKLIST = [
     "image",
@@ -44,40 +46,9 @@ DEFAULT_BLACKLIST = [
     "图表",
 ]
 
-_CJK = (
-    "\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31bf\u3400-\u4dbf\u4e00-\u9fff"
-    "\uac00-\ud7af\uf900-\ufaff"
-)
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+", re.UNICODE)
-_HAS_CJK = re.compile(rf"[{_CJK}]")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased tokens: each CJK character alone, other scripts as runs of word characters."""
-    return _TOKEN.findall(text.lower())
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(candidate: Sequence[str], reference: Sequence[str]) -> float:
-    """ROUGE-L F1 of two token lists (longest common subsequence; precision and recall weighted equally)."""
-    if not candidate or not reference:
-        return 0.0
-    lcs = _lcs(candidate, reference)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(candidate), lcs / len(reference)
-    return 2 * precision * recall / (precision + recall)
+_HAS_CJK = re.compile(rf"[{CJK_CHARS}]")
+tokenize = rouge_tokens  # the pool's similarity uses the same tokens as the ROUGE-L metric
+rouge_l = rouge_l_tokens
 
 
 def blacklisted(text: str, words: Sequence[str]) -> str | None:
