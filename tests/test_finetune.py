@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from lmadapt.config import parse_recipe
@@ -43,6 +44,7 @@ def tiny_model(tmp_path_factory):
         intermediate_size=64,
         max_position_embeddings=128,
     )
+    torch.manual_seed(0)  # the same random weights whatever ran before in this process
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

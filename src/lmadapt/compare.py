@@ -275,23 +275,60 @@ def plot_quality_vs_time(rows: Sequence[dict], metric: str, path: Path, floor: f
 
     points = [r for r in rows if r.get(metric) is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in points:
-        x = max(r.get("train_seconds") or 0.0, floor)
+    ax.set_xscale("log")
+    xy = [(max(r.get("train_seconds") or 0.0, floor), r[metric]) for r in points]
+    for r, (x, y) in zip(points, xy, strict=True):
         prompt = r["method"].startswith("prompt:")
         ax.scatter(
-            [x],
-            [r[metric]],
-            marker="^" if prompt else "o",
-            s=60,
-            color="tab:orange" if prompt else "tab:blue",
+            [x], [y], marker="^" if prompt else "o", s=60, color="tab:orange" if prompt else "tab:blue"
         )
-        ax.annotate(r["name"], (x, r[metric]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.1)  # room for the labels of the outermost points
     ax.set_xlabel(f"train time, seconds (log; no training = {floor} s)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} against train time (orange triangles: prompting, no training)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
+    _label_points(ax, [r["name"] for r in points], xy)  # after the layout: needs the final axes
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def _label_points(ax, names: Sequence[str], xy: Sequence[tuple[float, float]], size: int = 8) -> None:
+    """Name each point right or left of it, on the nearest line that overprints no other label or marker.
+
+    Runs with close train times and scores (lora and full, say) otherwise print their names on top of each
+    other. Positions are compared in points (1/72 inch), after the axis limits are final.
+    """
+    ax.autoscale_view()  # limits first: the data -> display transform depends on them
+    to_points = 72.0 / ax.figure.dpi
+    where = [tuple(v * to_points for v in ax.transData.transform(p)) for p in xy]
+    frame = ax.get_window_extent()
+    low, high = frame.y0 * to_points, frame.y1 * to_points
+    # Boxes already taken (left, bottom, width, height): every marker, then each label once placed.
+    markers = [(px - 5, py - 5, 10.0, 10.0) for px, py in where]
+    labels: list[tuple[float, float, float, float]] = []
+    for i in sorted(range(len(xy)), key=lambda i: (-xy[i][1], xy[i][0])):  # top to bottom
+        px, py = where[i]
+        width = 0.6 * size * len(names[i])
+        others = [m for j, m in enumerate(markers) if j != i] + labels
+        lines = [0] + [k for n in range(1, len(others) + 1) for k in (-n, n)]  # 0, down 1, up 1, ...
+        for line, right in ((line, right) for line in lines for right in (True, False)):
+            box = (px + 5 if right else px - 5 - width, py + 4 + line * (size + 2), width, float(size))
+            inside = low <= box[1] and box[1] + box[3] <= high
+            if inside and not any(_overlap(box, other) for other in others):
+                break
+        labels.append(box)
+        ax.annotate(
+            names[i],
+            xy[i],
+            textcoords="offset points",
+            xytext=(5 if right else -5, box[1] - py),
+            ha="left" if right else "right",
+            fontsize=size,
+        )
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (left, bottom, width, height) boxes intersect."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -24,15 +24,41 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
-    packing: bool = Field(
-        False, description="sft/pretrain: pack several examples per row (no cross-attention)."
+    shuffle: bool = Field(
+        True, description="Shuffle training examples each epoch (false: file order, e.g. to compare runs)."
+    )
+    packing: Literal["off", "rows", "batch"] = Field(
+        "batch",
+        description=(
+            "sft: pack examples into rows with position ids restarting per example (no cross-attention). "
+            "rows: fill max_length-wide rows from the whole set (fewest rows, changes which examples share "
+            "a step); batch: pack each batch's own examples (same data order and loss as unpacked). "
+            "true means rows."
+        ),
     )
     bf16: bool = Field(
         False, description="bf16 autocast with fp32 master weights (CPU with AVX512_BF16 or GPU)."
     )
+    bf16_frozen: bool = Field(
+        True,
+        description="With bf16: keep frozen linear weights in bf16 while training (restored exactly after).",
+    )
+    chunked_loss: bool = Field(
+        True,
+        description=(
+            "sft: causal-LM loss computed in chunks over target positions only, never the full "
+            "[tokens x vocab] logits (not for prefix/prompt/ptuning, which inject past key values)."
+        ),
+    )
+    loss_chunk: int = Field(1024, ge=16, description="Target positions per chunk of the chunked loss.")
     seed: int = Field(0)
     logging_steps: int = Field(10, ge=1)
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_bool(cls, v):
+        return {True: "rows", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class EvalConfig(Section):

@@ -14,7 +14,8 @@ from ..utils.io import write_json, write_jsonl
 from ..utils.seed import seed_everything
 
 
-def run(recipe) -> Path:
+def run(recipe, callbacks: list | None = None) -> Path:
+    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer)."""
     if recipe.method.type == "tfidf":
         from ..baselines import tfidf
 
@@ -25,6 +26,7 @@ def run(recipe) -> Path:
 
     from ..methods import apply_method, check_method, count_parameters, save_trained
     from ..tasks import build_model, get_task, run_inference, split_trainer_outputs
+    from ..training.trainer import match_accelerator_precision
 
     task = get_task(recipe.task)
     check_method(recipe.method, task.task_type)  # a bad task/method combination fails before any loading
@@ -68,6 +70,7 @@ def run(recipe) -> Path:
 
     every = recipe.eval.every if eval_split else "no"
     strategy = "steps" if isinstance(every, int) else every
+    match_accelerator_precision(cfg.bf16)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -80,7 +83,7 @@ def run(recipe) -> Path:
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy=sampling_strategy(cfg, grouped=cfg.group_by_length),
         bf16=cfg.bf16,
         use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
         seed=cfg.seed,
@@ -99,7 +102,7 @@ def run(recipe) -> Path:
         disable_tqdm=False,
     )
     OrderedEvalTrainer = _ordered_eval_trainer()  # noqa: N806
-    callbacks = []
+    callbacks = list(callbacks or [])
     if recipe.eval.early_stopping_patience and strategy != "no":
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.eval.early_stopping_patience))
     trainer = OrderedEvalTrainer(
@@ -241,3 +244,10 @@ def save_plots(run_dir: RunDir, history: list[dict], report: dict, best_metric: 
         fig.tight_layout()
         fig.savefig(run_dir / "plots" / "confusion.png", dpi=100)
         plt.close(fig)
+
+
+def sampling_strategy(cfg, grouped: bool) -> str:
+    """Trainer's `train_sampling_strategy` for the recipe: file order, length-grouped, or shuffled."""
+    if not cfg.shuffle:
+        return "sequential"
+    return "group_by_length" if grouped else "random"

@@ -5,7 +5,10 @@ apply the method, measure held-out loss, train (Hugging Face `Trainer`, used as 
 and score (generate tasks; sft tasks when eval.metrics asks for rouge_l), save.
 
 Batching (`train.packing`): plain padding, or padding-free packing: several examples per row, position ids
-restarting at each example, no attention mask, so transformers attends only within each example.
+restarting at each example, no attention mask, so transformers attends only within each example; `rows`
+packs the whole training set into max_length rows, `batch` packs each batch's own examples (same data order
+and same loss as unpacked, less padding). Speed levers (docs/performance.md): bf16 autocast with frozen
+linear weights stored in bf16 while training, and the chunked loss that never builds full-vocabulary logits.
 With no `data.train` split the stage trains nothing and evaluates the model as it is (zero-shot baseline).
 """
 
@@ -20,13 +23,16 @@ from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
 
 
-def run(recipe) -> Path:
+def run(recipe, callbacks: list | None = None) -> Path:
+    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer)."""
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from ..infer.engine import Engine, load_causal_lm
     from ..methods import apply_method, check_method, count_parameters, save_trained
-    from .finetune import history_from, save_plots
+    from ..training.precision import frozen_in_bf16
+    from ..training.trainer import CausalLMTrainer, chunked_loss_applies, match_accelerator_precision
+    from .finetune import history_from, sampling_strategy, save_plots
 
     task = recipe.task
     if task.type not in ("sft", "generate"):
@@ -75,12 +81,19 @@ def run(recipe) -> Path:
         )
 
     # --- train --------------------------------------------------------------------------------------------
-    train_rows = pack_examples(features["train"], cfg.max_length) if cfg.packing else features["train"]
-    if cfg.packing and train_rows:
+    rows = cfg.packing == "rows"
+    train_rows = pack_examples(features["train"], cfg.max_length) if rows else features["train"]
+    if rows and train_rows:
         real = sum(len(f["input_ids"]) for f in features["train"])
         run_dir.log(f"packing: {len(features['train'])} examples into {len(train_rows)} rows ({real} tokens)")
+    loss_chunk = cfg.loss_chunk if cfg.chunked_loss and chunked_loss_applies(recipe.method.type) else None
+    run_dir.log(
+        f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
+        f"chunked loss {loss_chunk or 'off'}, threads {torch.get_num_threads()}"
+    )
     every = recipe.eval.every if features["eval"] else "no"
     strategy = "steps" if isinstance(every, int) else every
+    match_accelerator_precision(cfg.bf16)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -93,7 +106,7 @@ def run(recipe) -> Path:
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        train_sampling_strategy=sampling_strategy(cfg, grouped=cfg.group_by_length and not rows),
         bf16=cfg.bf16,
         use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
         seed=cfg.seed,
@@ -105,13 +118,15 @@ def run(recipe) -> Path:
         report_to="none",
         disable_tqdm=False,
     )
-    trainer = Trainer(
+    trainer = CausalLMTrainer(
         model=model,
         args=args,
-        data_collator=SftCollator(tokenizer.pad_token_id),
+        data_collator=SftCollator(tokenizer.pad_token_id, cfg.max_length if cfg.packing == "batch" else None),
         train_dataset=train_rows or None,
         eval_dataset=features["eval"] or None,
         processing_class=tokenizer,
+        loss_chunk=loss_chunk,
+        callbacks=callbacks,
     )
     model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
     final: dict[str, dict] = {}
@@ -125,7 +140,8 @@ def run(recipe) -> Path:
             trainer.add_callback(
                 generation_eval(Engine(model, tokenizer, template), task, splits["eval"], batch)
             )
-        with timer() as train_time:
+        stash = run_dir / "checkpoints" / "frozen-fp32.safetensors"
+        with frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen), timer() as train_time:
             trainer.train()
         train_seconds = train_time()
         model = trainer.model
@@ -259,16 +275,36 @@ def pack_examples(features: list[dict], max_length: int) -> list[dict]:
     return rows
 
 
+def pack_batch(features: list[dict], max_width: int) -> list[dict]:
+    """One batch's examples packed into the rows that need the fewest padded slots (rows x widest row).
+
+    Tries every row width from the longest example up to `max_width`: a wider row fits more examples but
+    pads every row to it, so the best width depends on the batch's length mix (all-equal lengths: no packing).
+    """
+    longest = max(len(f["input_ids"]) for f in features)
+    best, best_slots = None, None
+    for width in range(longest, max(max_width, longest) + 1):
+        rows = pack_examples(features, width)
+        slots = len(rows) * max(len(r["input_ids"]) for r in rows)
+        if best_slots is None or slots < best_slots:
+            best, best_slots = rows, slots
+    return best
+
+
 class SftCollator:
     """Pads a batch on the right. Plain examples get an attention mask; packed rows (with position_ids) get
-    none, and their padding is one more segment (positions from 0), so no example attends across another."""
+    none, and their padding is one more segment (positions from 0), so no example attends across another.
+    With `pack_width`, the batch's own examples are first packed into rows at most that wide."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, pack_width: int | None = None):
         self.pad_id = pad_id
+        self.pack_width = pack_width
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
+        if self.pack_width and "position_ids" not in features[0]:
+            features = pack_batch(features, self.pack_width)
         width = max(len(f["input_ids"]) for f in features)
         packed = "position_ids" in features[0]
         batch = {"input_ids": [], "labels": [], ("position_ids" if packed else "attention_mask"): []}

@@ -1,0 +1,59 @@
+"""The Hugging Face `Trainer`, thinly subclassed for the causal-LM loss of `loss.py`."""
+
+from __future__ import annotations
+
+from transformers import Trainer
+
+from .loss import causal_lm_loss_sum
+
+# PEFT methods that prepend virtual tokens or past key values inside PeftModel.forward: calling the decoder
+# directly would skip them, so they keep the model's own loss.
+INJECTS_INPUTS = ("prefix", "prompt", "ptuning")
+
+
+def chunked_loss_applies(method_type: str) -> bool:
+    return method_type not in INJECTS_INPUTS
+
+
+def causal_lm_of(model):
+    """The *ForCausalLM module inside a PEFT wrapper (its LoRA/IA3 layers are injected in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class CausalLMTrainer(Trainer):
+    """`Trainer` whose training loss runs the decoder, then the chunked loss over target positions only.
+
+    Evaluation (`return_outputs=True`) keeps the model's own forward and loss, so eval numbers are the
+    reference the chunked training loss is checked against.
+    """
+
+    def __init__(self, *args, loss_chunk: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_chunk = loss_chunk
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_chunk is None or return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        lm = causal_lm_of(self.accelerator.unwrap_model(model))
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        # accelerate puts autocast around the wrapped model's forward; the decoder called directly needs it here
+        with self.accelerator.autocast():
+            hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state
+            total, n = causal_lm_loss_sum(hidden, lm.get_output_embeddings().weight, labels, self.loss_chunk)
+        # normalised like transformers' loss: by the target count of the whole accumulated batch when given
+        return total / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+
+
+def match_accelerator_precision(bf16: bool) -> None:
+    """Forget accelerate's process-wide mixed-precision setting when it differs from this run's.
+
+    accelerate keeps one `AcceleratorState` per process: after a bf16 run, a later fp32 `Trainer` in the same
+    process (a notebook, a test session) would silently train under bf16 autocast. The process group
+    (`PartialState`) is kept, so this is safe under torchrun too.
+    """
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != ("bf16" if bf16 else "no"):
+        AcceleratorState._reset_state(reset_partial_state=False)
