@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py                  # SFT and encoder, both engines, alternating rounds
     python bench/train_throughput.py --part sft --levers   # plus lmadapt with each speed lever alone
+    python bench/train_throughput.py --part sft --lever "lmadapt + torch.compile"   # a lever in every round
 
 SFT: LoRA (r=8, all linear projections, dropout 0) on SmolLM2-135M-Instruct, alpaca-en records of 50-400
 tokens, max length 512, batch 4, the same records in the same order for both engines (sequential sampling
@@ -39,6 +40,13 @@ SFT_LEVERS = {
     "bf16 autocast": {"packing": "off", "bf16": True, "bf16_frozen": False, "chunked_loss": False},
     "bf16 + frozen bf16": {"packing": "off", "bf16": True, "bf16_frozen": True, "chunked_loss": False},
     "lmadapt": {"packing": "batch", "bf16": True, "bf16_frozen": True, "chunked_loss": True},
+    "lmadapt + torch.compile": {
+        "packing": "batch",
+        "bf16": True,
+        "bf16_frozen": True,
+        "chunked_loss": True,
+        "compile": True,
+    },  # fmt: skip
     "lmadapt, 1 thread": {
         "packing": "batch",
         "bf16": True,
@@ -382,6 +390,8 @@ def run_sft(args, peak: dict) -> list[dict]:
         ("plain", {"kind": "sft-plain"}),
         ("lmadapt", {"kind": "sft-lmadapt", "train": SFT_LEVERS["lmadapt"]}),
     ]
+    # --lever NAME joins every round, so it is measured as often and under the same conditions as the two engines
+    configs += [(name, {"kind": "sft-lmadapt", "train": SFT_LEVERS[name]}) for name in args.lever or []]
     for r in range(args.rounds):
         for name, spec in configs:
             print(f"round {r + 1}: {name} ...", flush=True)
@@ -392,7 +402,7 @@ def run_sft(args, peak: dict) -> list[dict]:
             results.append((name, out))
     if args.levers:
         for name, train in SFT_LEVERS.items():
-            if name == "lmadapt":
+            if name == "lmadapt" or name in (args.lever or []):
                 continue
             print(f"lever: {name} ...", flush=True)
             results.append((name, launch(base | {"kind": "sft-lmadapt", "train": train})))
@@ -450,6 +460,7 @@ def main() -> None:
     p.add_argument("--records", type=int, default=400, help="alpaca-en records in the SFT set")
     p.add_argument("--enc-records", type=int, default=2000)
     p.add_argument("--levers", action="store_true", help="also run lmadapt with each lever alone")
+    p.add_argument("--lever", action="append", help="also run this lever configuration in every round")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -471,6 +482,18 @@ def main() -> None:
         pairs = [r for r in rows if r["engine"] in ("plain", "lmadapt")][:2]
         print("loss per step, plain  :", pairs[0]["losses"])
         print("loss per step, lmadapt:", pairs[1]["losses"])
+        for name in args.lever or []:
+            sel = [r for r in rows if r["engine"] == name]
+            plain = [r for r in rows if r["engine"] == "plain"]
+            sp = statistics.fmean(r["real_tokens_per_s"] for r in sel) / statistics.fmean(
+                r["real_tokens_per_s"] for r in plain
+            )
+            rs = statistics.fmean(r["peak_rss_mb"] for r in sel) / statistics.fmean(
+                r["peak_rss_mb"] for r in plain
+            )
+            print(f"ratio {name} / plain: real tokens/s {sp:.2f}x, peak RSS {rs:.2f}x")
+            print(f"loss per step, {name}:", sel[0]["losses"])
+            report.setdefault("sft_levers", {})[name] = {"speed_ratio": sp, "rss_ratio": rs}
         report["sft"] = {"rows": rows, "speed_ratio": speed, "rss_ratio": rss}
     if args.part in ("encoder", "all"):
         rows = run_encoder(args, peak)

@@ -107,3 +107,27 @@ def test_every_lever_matches_the_plain_loss_curve(tmp_path, tiny_dir):  # noqa: 
     assert len(curves["plain"]) == len(curves["levers"]) == len(curves["bf16"]) >= 8
     assert curves["levers"] == pytest.approx(curves["plain"], rel=1e-3)
     assert curves["bf16"] == pytest.approx(curves["plain"], rel=0.05)
+
+
+def test_compiled_layers_keep_the_loss_curve_and_are_gone_after(tmp_path, tiny_dir):  # noqa: F811
+    """`train.compile` compiles each decoder layer while training: same loss curve; plain forwards after."""
+    from lmadapt.stages.sft import run
+    from lmadapt.training.compile import compiled_layers, layer_stack
+
+    model = tiny_llama(tiny_tokenizer())
+    stack = layer_stack(model)
+    assert stack is model.model.layers
+    with compiled_layers(model) as n:
+        assert n == len(stack) and all("forward" in vars(layer) for layer in stack)
+    assert not any("forward" in vars(layer) for layer in stack)
+
+    curves = {}
+    for name, extra in {"eager": {}, "compiled": {"compile": True}}.items():
+        (tmp_path / name).mkdir()
+        train = {"packing": "batch", "group_by_length": False, "epochs": 2, "logging_steps": 1} | extra
+        metrics = json.loads(
+            (run(sft_recipe(tmp_path / name, tiny_dir, train=train)) / "metrics.json").read_text()
+        )
+        curves[name] = [h["loss"] for h in metrics["history"] if h["split"] == "train" and "loss" in h]
+    assert len(curves["compiled"]) >= 4
+    assert curves["compiled"] == pytest.approx(curves["eager"], rel=1e-3)

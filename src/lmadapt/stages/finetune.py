@@ -26,6 +26,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
 
     from ..methods import apply_method, check_method, count_parameters, save_trained
     from ..tasks import build_model, get_task, run_inference, split_trainer_outputs
+    from ..training.compile import compiled_layers
     from ..training.trainer import match_accelerator_precision
 
     task = get_task(recipe.task)
@@ -115,7 +116,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
         compute_metrics=compute_metrics if eval_split else None,
         callbacks=callbacks,
     )
-    with timer() as train_time:
+    with compiled_layers(model, cfg.compile), timer() as train_time:
         trainer.train()
     model = trainer.model
     trainer.state.save_to_json(str(run_dir / "trainer_state.json"))

@@ -30,6 +30,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
 
     from ..infer.engine import Engine, load_causal_lm
     from ..methods import apply_method, check_method, count_parameters, save_trained
+    from ..training.compile import compiled_layers
     from ..training.precision import frozen_in_bf16
     from ..training.trainer import CausalLMTrainer, chunked_loss_applies, match_accelerator_precision
     from .finetune import history_from, sampling_strategy, save_plots
@@ -89,7 +90,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
     loss_chunk = cfg.loss_chunk if cfg.chunked_loss and chunked_loss_applies(recipe.method.type) else None
     run_dir.log(
         f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
-        f"chunked loss {loss_chunk or 'off'}, threads {torch.get_num_threads()}"
+        f"chunked loss {loss_chunk or 'off'}, compile {cfg.compile}, threads {torch.get_num_threads()}"
     )
     every = recipe.eval.every if features["eval"] else "no"
     strategy = "steps" if isinstance(every, int) else every
@@ -141,7 +142,11 @@ def run(recipe, callbacks: list | None = None) -> Path:
                 generation_eval(Engine(model, tokenizer, template), task, splits["eval"], batch)
             )
         stash = run_dir / "checkpoints" / "frozen-fp32.safetensors"
-        with frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen), timer() as train_time:
+        with (
+            frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen),
+            compiled_layers(model, cfg.compile),
+            timer() as train_time,
+        ):
             trainer.train()
         train_seconds = train_time()
         model = trainer.model
