@@ -29,7 +29,16 @@ class LoraMethod(Section):
     type: Literal["lora"] = "lora"
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description=(
+            "Dropout on each adapted layer's input. Not free: every adapted layer keeps its own dropped copy "
+            "for backward (SmolLM2, all-linear, CPU: 0.05 costs +54% training time and +0.9 GB); the "
+            "shipped SFT recipes use 0."
+        ),
+    )
     target: list[str] | Literal["all-linear"] | None = Field(
         None, description="Module names to adapt; default: PEFT's choice for the architecture."
     )
