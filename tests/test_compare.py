@@ -119,3 +119,21 @@ def test_compare_runs_once_then_reuses_finished_runs(tiny_setup, monkeypatch):
     # A changed recipe is a different run: it must run again (and here, fail loudly through the runner).
     with pytest.raises(AssertionError, match="run again"):
         run_compare([path], ["prompt.aggregate=mean", "prompt.calibrate=true"], out)
+
+
+def test_leaderboard_names_no_model_for_tfidf(tiny_setup):
+    """tfidf loads no pretrained model, so its row says '-' even when the shared recipe names one."""
+    from pathlib import Path
+
+    from lmadapt.compare import Planned, leaderboard_rows
+    from lmadapt.config import parse_recipe
+
+    _, path = tiny_setup
+    base = yaml.safe_load(path.read_text()) | {"stage": "finetune", "prompt": None}
+    tfidf = parse_recipe(base | {"method": {"type": "tfidf"}})
+    full = parse_recipe(base | {"method": {"type": "full"}})
+    metrics = {"final": {"test": {"accuracy": 0.5}}, "cost": {}}
+    rows, _ = leaderboard_rows(
+        [Planned(n, Path(n), [], r, metrics=metrics) for n, r in (("tfidf", tfidf), ("full", full))]
+    )
+    assert [r["model"] for r in rows] == ["-", base["model"]]

@@ -201,7 +201,8 @@ def leaderboard_rows(planned: Sequence[Planned]) -> tuple[list[dict], list[str]]
         rows.append(
             {
                 "name": item.name,
-                "model": item.recipe.model.name,
+                # tfidf trains its own features and loads no model, whatever the shared recipe names
+                "model": "-" if item.recipe.method.type == "tfidf" else item.recipe.model.name,
                 "method": _method_label(item.recipe),
                 "status": item.status,
                 "split": split,
