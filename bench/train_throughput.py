@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,10 +58,6 @@ ENC_LMADAPT = {"bf16": True, "group_by_length": True}
 
 
 # --- shared measurement helpers ----------------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def matmul_peak() -> dict[str, float]:
     """Best GFLOP/s of a [2048,576] x [576,1536] matmul (the model's MLP shape), fp32 and bf16."""
     import torch
@@ -325,6 +320,8 @@ def enc_lmadapt(data: Path, steps: int, method: str) -> dict:
 
 # --- orchestration ---------------------------------------------------------------------------------------------
 def worker(args) -> None:
+    from lmadapt.runs import peak_rss_mb
+
     spec = json.loads(args.worker)
     steps = spec["warmup"] + spec["steps"]
     data = Path(spec["data"])

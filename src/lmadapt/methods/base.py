@@ -38,7 +38,9 @@ class Method:
 
     `storage` is how `save_trained` writes it: "full" (`model/`, whole model), "trainable"
     (`model/trainable.safetensors`, only trainable tensors) or "peft" (`adapter/`, PEFT format).
-    `tasks` lists the task types it supports; `why_not` explains each unsupported one.
+    `tasks` lists the task types it supports; `why_not` explains each unsupported one. `injects_inputs`: the
+    PEFT wrapper's forward adds virtual tokens or past key values, so code that calls the decoder directly
+    (the chunked training loss) would skip them.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Method:
     storage: str
     tasks: frozenset[str]
     why_not: dict[str, str]
+    injects_inputs: bool = False
 
 
 def method_error(name: str, message: str) -> RecipeError:

@@ -38,6 +38,7 @@ METHOD = Method(
     name="prefix",
     apply=apply,
     storage="peft",
+    injects_inputs=True,
     tasks=frozenset({"seq_cls", "token_cls", "span", "causal_lm"}),
     why_not={"masked_lm": "PEFT has no masked-LM model class for prompt-learning methods"},
 )

@@ -49,6 +49,7 @@ METHOD = Method(
     name="prompt",
     apply=apply,
     storage="peft",
+    injects_inputs=True,
     tasks=frozenset({"seq_cls", "causal_lm"}),
     why_not={
         "token_cls": POSITION_TASKS_WHY,

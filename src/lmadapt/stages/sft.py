@@ -32,13 +32,13 @@ def run(recipe, callbacks: list | None = None) -> Path:
     from ..methods import apply_method, check_method, count_parameters, save_trained
     from ..training.compile import compiled_layers
     from ..training.precision import frozen_in_bf16
-    from ..training.trainer import CausalLMTrainer, chunked_loss_applies, match_accelerator_precision
+    from ..training.trainer import CausalLMTrainer, match_accelerator_precision
     from .finetune import history_from, sampling_strategy, save_plots
 
     task = recipe.task
     if task.type not in ("sft", "generate"):
         raise RecipeError(f"stage sft: task type {task.type!r} is not supported; use sft or generate")
-    check_method(recipe.method, "causal_lm")
+    method = check_method(recipe.method, "causal_lm")
     run_dir = RunDir(recipe.output).create()
     cfg = recipe.train
     if cfg.num_threads:
@@ -87,7 +87,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
     if rows and train_rows:
         real = sum(len(f["input_ids"]) for f in features["train"])
         run_dir.log(f"packing: {len(features['train'])} examples into {len(train_rows)} rows ({real} tokens)")
-    loss_chunk = cfg.loss_chunk if cfg.chunked_loss and chunked_loss_applies(recipe.method.type) else None
+    loss_chunk = cfg.loss_chunk if cfg.chunked_loss and not method.injects_inputs else None
     run_dir.log(
         f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
         f"chunked loss {loss_chunk or 'off'}, compile {cfg.compile}, threads {torch.get_num_threads()}"
@@ -267,17 +267,7 @@ def pack_examples(features: list[dict], max_length: int) -> list[dict]:
     is masked: in a row it would be predicted from the previous example's last token, and unpacked it is
     never predicted, so per-example losses are unchanged.
     """
-    rows: list[dict] = []
-    for f in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
-        n = len(f["input_ids"])
-        row = next((r for r in rows if len(r["input_ids"]) + n <= max_length), None)
-        if row is None:
-            row = {"input_ids": [], "labels": [], "position_ids": []}
-            rows.append(row)
-        row["input_ids"] += f["input_ids"]
-        row["labels"] += [IGNORE, *f["labels"][1:]]
-        row["position_ids"] += list(range(n))
-    return rows
+    return _build_rows(features, _first_fit([len(f["input_ids"]) for f in features], max_length))
 
 
 def pack_batch(features: list[dict], max_width: int) -> list[dict]:
@@ -285,15 +275,45 @@ def pack_batch(features: list[dict], max_width: int) -> list[dict]:
 
     Tries every row width from the longest example up to `max_width`: a wider row fits more examples but
     pads every row to it, so the best width depends on the batch's length mix (all-equal lengths: no packing).
+    Widths are compared on lengths alone; only the chosen layout's rows are built.
     """
-    longest = max(len(f["input_ids"]) for f in features)
+    lengths = [len(f["input_ids"]) for f in features]
+    longest = max(lengths)
     best, best_slots = None, None
     for width in range(longest, max(max_width, longest) + 1):
-        rows = pack_examples(features, width)
-        slots = len(rows) * max(len(r["input_ids"]) for r in rows)
+        layout = _first_fit(lengths, width)
+        slots = len(layout) * max(sum(lengths[i] for i in row) for row in layout)
         if best_slots is None or slots < best_slots:
-            best, best_slots = rows, slots
-    return best
+            best, best_slots = layout, slots
+    return _build_rows(features, best)
+
+
+def _first_fit(lengths: list[int], width: int) -> list[list[int]]:
+    """Rows of example indices: longest first, each into the first row it fits (a row of its own if none)."""
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        slot = next((r for r, u in enumerate(used) if u + lengths[i] <= width), None)
+        if slot is None:
+            rows.append([])
+            used.append(0)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        used[slot] += lengths[i]
+    return rows
+
+
+def _build_rows(features: list[dict], layout: list[list[int]]) -> list[dict]:
+    rows = []
+    for row in layout:
+        packed = {"input_ids": [], "labels": [], "position_ids": []}
+        for i in row:
+            f = features[i]
+            packed["input_ids"] += f["input_ids"]
+            packed["labels"] += [IGNORE, *f["labels"][1:]]
+            packed["position_ids"] += list(range(len(f["input_ids"])))
+        rows.append(packed)
+    return rows
 
 
 class SftCollator:

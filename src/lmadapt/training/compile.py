@@ -36,12 +36,15 @@ def compiled_layers(model: nn.Module, enabled: bool = True):
     if stack is None:
         yield 0
         return
+    # An instance attribute shadows the class's forward; on exit whatever the instance had before comes back.
+    before = [vars(layer).get("forward") for layer in stack]
     for layer in stack:
-        # An instance attribute shadows the class's forward; deleting it restores the plain one.
         layer.forward = torch.compile(layer.forward, dynamic=True)
     try:
         yield len(stack)
     finally:
-        for layer in stack:
-            if "forward" in vars(layer):
+        for layer, forward in zip(stack, before, strict=True):
+            if forward is None:
                 del layer.forward
+            else:
+                layer.forward = forward

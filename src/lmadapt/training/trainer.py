@@ -6,14 +6,6 @@ from transformers import Trainer
 
 from .loss import causal_lm_loss_sum
 
-# PEFT methods that prepend virtual tokens or past key values inside PeftModel.forward: calling the decoder
-# directly would skip them, so they keep the model's own loss.
-INJECTS_INPUTS = ("prefix", "prompt", "ptuning")
-
-
-def chunked_loss_applies(method_type: str) -> bool:
-    return method_type not in INJECTS_INPUTS
-
 
 def causal_lm_of(model):
     """The *ForCausalLM module inside a PEFT wrapper (its LoRA/IA3 layers are injected in place)."""
