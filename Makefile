@@ -1,17 +1,25 @@
 # Two set-up commands on a fresh machine: `make demo` and `make test`.
+# Installs come from requirements.lock (exact versions + sha256 of every file), so a fresh machine gets
+# exactly the stack that was tested. `make lock` refreshes the lock; `make test-latest` tries the newest
+# allowed releases in a separate venv first.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := requirements.lock
 LINT_PATHS := src tests $(wildcard bench scripts/*.py)
 STAMP := $(VENV)/.installed
+# The lock tool itself is pinned too, so `make lock` is reproducible.
+LOCK_TOOLS := pip==26.3 pip-tools==7.6.2
 
-.PHONY: install demo test unit integration lint format clean
+.PHONY: install demo test unit integration lint format clean lock test-latest fuzz
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# The CPU wheel of torch lies on disk; pin it first so nothing pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# Every file is hash-checked; torch is the CPU wheel pinned in the lock (no CUDA packages).
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	# lmadapt itself, without touching the locked set (setuptools comes from the lock).
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,5 +44,23 @@ integration: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# A longer fuzzing run than CI's (the count goes in docs/reliability.md).
+fuzz: $(STAMP)
+	LMADAPT_FUZZ_EXAMPLES=$${LMADAPT_FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest -q tests/test_fuzz.py
+
+# Re-resolve the newest allowed versions into the lock (run `make test-latest` first).
+lock:
+	test -x .venv-lock/bin/python || $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q $(LOCK_TOOLS)
+	.venv-lock/bin/pip-compile -q --generate-hashes --allow-unsafe --extra dev --strip-extras \
+		--no-emit-index-url --no-emit-find-links --upgrade -o $(LOCK) pyproject.toml requirements-torch.in
+
+# The newest releases pyproject.toml allows, in a separate venv, against the unit tests (not part of CI).
+test-latest:
+	rm -rf .venv-latest && $(PY) -m venv .venv-latest
+	.venv-latest/bin/pip install -q torch==2.13.0
+	.venv-latest/bin/pip install -q --upgrade -e '.[dev]'
+	.venv-latest/bin/python scripts/test_latest.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build *.egg-info

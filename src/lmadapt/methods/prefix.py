@@ -1,7 +1,8 @@
 """`prefix`: trained key/value prefixes in every attention layer (PEFT prefix tuning).
 
 The prefix lives in the attention cache, so token positions are unchanged and token_cls/span work; the
-model must accept `past_key_values`. PEFT has no masked-LM class for prompt-learning methods.
+model must accept an attention cache (`cache`, or `past_key_values` before transformers 5.24). PEFT has no
+masked-LM class for prompt-learning methods.
 """
 
 from __future__ import annotations
@@ -14,17 +15,43 @@ from torch import nn
 from .base import Method, hidden_size, method_error
 from .peft_common import peft_kwargs, wrap
 
+CACHE_NAMES = ("past_key_values", "cache")  # transformers 5.24 renamed the argument to `cache`
+
+
+def _params(module: nn.Module) -> set[str]:
+    return set(inspect.signature(module.forward).parameters)
+
 
 def _accepts_cache(model: nn.Module) -> bool:
-    """PEFT passes the prefix as `past_key_values` to the model or its backbone; one must take it."""
+    """PEFT passes the prefix as an attention cache to the model or its backbone; one must take it."""
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
     candidates = [model] + ([backbone] if isinstance(backbone, nn.Module) else [])
-    return any("past_key_values" in inspect.signature(m.forward).parameters for m in candidates)
+    return any(_params(m) & set(CACHE_NAMES) for m in candidates)
+
+
+def take_past_key_values(model: nn.Module) -> None:
+    """Let this model instance take the prefix under its old name, passing it on as `cache`.
+
+    PEFT (0.21) gives a task model the prefix only if its forward names `past_key_values`, and otherwise
+    refuses ("Model does not support past key values"); transformers 5.24 task heads take `**kwargs` and
+    their backbone names it `cache`. Only this instance's forward gains the keyword; the model is unchanged.
+    """
+    if "past_key_values" in _params(model):
+        return
+    plain = model.forward
+
+    def forward(*args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return plain(*args, **kwargs)
+
+    model.forward = forward
 
 
 def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
     if not _accepts_cache(model):
-        raise method_error("prefix", f"{type(model).__name__} does not accept past_key_values")
+        raise method_error("prefix", f"{type(model).__name__} does not accept an attention cache")
+    take_past_key_values(model)
     config = PrefixTuningConfig(
         num_virtual_tokens=cfg.num_virtual_tokens,
         prefix_projection=cfg.projection,
