@@ -268,8 +268,14 @@ def test_split_lookup_in_a_folder_and_missing_split_lists_available(tmp_path):
     assert len(load_split("no-such-source", str(tmp_path / "train.jsonl"), fields)) == 3
 
 
-def test_unreachable_hub_id_is_a_clear_data_error():
-    with pytest.raises(DataError, match=r"not a catalog dataset .* or an existing folder, and Hub dataset"):
+def test_unreachable_hub_id_is_a_clear_source_error():
+    from lmadapt.errors import SourceError
+
+    with pytest.raises(
+        SourceError,
+        match=r"dataset 'nobody-lmadapt/no-such-dataset' is not in the catalog .* "
+        r"could not be fetched from the Hugging Face Hub",
+    ):
         load_split("nobody-lmadapt/no-such-dataset", "train", {"text": "str"})
 
 

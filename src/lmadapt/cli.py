@@ -27,7 +27,24 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(recipes_app, name="recipes")
 console = Console()
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+# The shipped recipes are package data, lmadapt/recipes/**/*.yaml, read with importlib.resources.
+RECIPES_DIR = "recipes"
+
+
+def shipped_recipes() -> dict:
+    """Shipped recipe name (`pubmed-mesh-lora`, `compare-flagship/lora`) -> its importlib.resources file."""
+    from importlib.resources import files
+
+    found = {}
+    folders = [(files("lmadapt") / RECIPES_DIR, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        for item in folder.iterdir():
+            if item.is_dir():
+                folders.append((item, f"{prefix}{item.name}/"))
+            elif item.name.endswith(".yaml"):
+                found[prefix + item.name.removesuffix(".yaml")] = item
+    return dict(sorted(found.items()))
 
 
 def friendly(fn):
@@ -56,20 +73,27 @@ def recipes_check(recipe: Path, overrides: list[str] = typer.Argument(None, help
 
 @recipes_app.command("list")
 def recipes_list():
-    """List the shipped recipes."""
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        console.print(path.stem)
+    """List the shipped recipes (`folder/name` for those in a folder, e.g. compare-flagship/lora)."""
+    for name in shipped_recipes():
+        console.print(name, highlight=False)
 
 
 @recipes_app.command("cp")
 @friendly
 def recipes_cp(name: str, dest: Path):
-    """Copy a shipped recipe to DEST to start from it."""
+    """Copy a shipped recipe (a name from `lmadapt recipes list`) to DEST, a file or a folder."""
+    import difflib
+
     from .utils.io import write_text
 
-    src = RECIPES_DIR / f"{name.removesuffix('.yaml')}.yaml"
-    if not src.is_file():
-        raise LmadaptError(f"no shipped recipe {name!r}; see `lmadapt recipes list`")
+    recipes = shipped_recipes()
+    src = recipes.get(name.removeprefix("recipes/").removesuffix(".yaml"))
+    if src is None:
+        close = difflib.get_close_matches(name, list(recipes), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise LmadaptError(f"no shipped recipe {name!r}; {hint}see `lmadapt recipes list`")
+    if dest.is_dir():  # `lmadapt recipes cp compare-flagship/lora .` -> ./lora.yaml
+        dest = dest / src.name
     write_text(dest, src.read_text(encoding="utf-8"))
     console.print(f"wrote {dest}")
 
@@ -80,12 +104,20 @@ def recipes_cp(name: str, dest: Path):
 def train(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),
     overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. train.lr=1e-4"),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the interrupted run of this recipe from its last verified checkpoint.",
+    ),
 ):
-    """Run the recipe's stage (finetune, sft, prompt, ...) and write its run folder."""
+    """Run the recipe's stage (finetune, sft, prompt, ...) and write its run folder.
+
+    The folder appears only when the run is complete; until then it is written as .NAME.incomplete beside it.
+    """
     from .config import load_recipe
     from .stages import run_stage
 
-    run_dir = run_stage(load_recipe(recipe, overrides))
+    run_dir = run_stage(load_recipe(recipe, overrides), resume=resume)
     console.print(f"run folder: {run_dir}")
 
 
@@ -176,11 +208,16 @@ def predict(
     input: Path = typer.Option(..., "--input", help="Records to predict (.jsonl .json .csv .tsv .parquet)."),
     output: Path = typer.Option(..., "--output", help="Predictions file: .jsonl or .csv."),
     submission: Path = typer.Option(None, "--submission", help="Also write an id,label CSV."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run the model's own Python code (a run folder never turns this on).",
+    ),
 ):
     """Predict labels/tags/keywords/spans for new records with a finetune run's model."""
     from .predict import predict_file
 
-    n = predict_file(run_dir, input, output, submission)
+    n = predict_file(run_dir, input, output, submission, trust_remote_code)
     console.print(f"wrote {n} predictions to {output}" + (f" and {submission}" if submission else ""))
 
 
@@ -204,11 +241,16 @@ def data_check(
 def export(
     run_dir: Path = typer.Argument(..., help="A finished sft run folder."),
     output: Path = typer.Option(..., "--output", help="New folder for the standalone model."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run the model's own Python code (a run folder never turns this on).",
+    ),
 ):
     """Merge a run's LoRA adapter into its base model; write a standalone safetensors folder + tokenizer."""
     from .export import export_run
 
-    console.print(f"exported to {export_run(run_dir, output)}")
+    console.print(f"exported to {export_run(run_dir, output, trust_remote_code)}")
 
 
 @app.command()
@@ -227,6 +269,11 @@ def generate(
     stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
     batch_size: int = typer.Option(8, "--batch-size"),
     seed: int = typer.Option(0, "--seed"),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run the model's own Python code (a run folder never turns this on).",
+    ),
 ):
     """Generate one output per input record with the inference engine."""
     from .infer.batch import generate_file
@@ -235,6 +282,7 @@ def generate(
         model, input, output, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=sample,
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
         repetition_penalty=repetition_penalty, stop=stop or None, seed=seed,
+        trust_remote_code=trust_remote_code,
     )  # fmt: skip
     console.print(f"wrote {n} outputs to {output}")
 
@@ -248,9 +296,14 @@ def chat(
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
     temperature: float = typer.Option(0.7, "--temperature"),
     top_p: float = typer.Option(0.9, "--top-p"),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run the model's own Python code (a run folder never turns this on).",
+    ),
 ):
     """Chat in the terminal (one line per turn; /reset clears the history, /exit quits)."""
     from .infer.chat import run_chat
 
     decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {}
-    run_chat(model, system, max_new_tokens, **decoding)
+    run_chat(model, system, max_new_tokens, trust_remote_code=trust_remote_code, **decoding)

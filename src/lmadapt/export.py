@@ -13,19 +13,19 @@ from .errors import LmadaptError
 __all__ = ["export_run"]
 
 
-def export_run(run_dir: str | Path, output: str | Path) -> Path:
+def export_run(run_dir: str | Path, output: str | Path, trust_remote_code: bool = False) -> Path:
     """Merge the run's adapter into its base model and write `output` (model + tokenizer, safetensors)."""
-    from .infer.engine import is_run_dir, load_run
+    from .infer.engine import load_run
     from .methods import merge_and_export
+    from .runs import RunDir
 
     run_dir, output = Path(run_dir), Path(output)
-    if not is_run_dir(run_dir):
-        raise LmadaptError(f"{run_dir}: not a run folder (no config.yaml)")
+    RunDir.open_complete(run_dir, "export")
     if not ((run_dir / "adapter").is_dir() or (run_dir / "model").is_dir()):
         raise LmadaptError(f"{run_dir}: the run saved no trained weights (adapter/ or model/) to export")
     if output.exists() and any(output.iterdir()):
         raise LmadaptError(f"{output}: exists and is not empty; choose a new folder")
-    model, tokenizer, template = load_run(run_dir)
+    model, tokenizer, template = load_run(run_dir, trust_remote_code)
     merge_and_export(model, output)
     tokenizer.save_pretrained(str(output))
     if template in ("alpaca", "plain"):  # a model tuned on a named template should be prompted with it

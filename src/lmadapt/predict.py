@@ -15,12 +15,12 @@ from .runs import RunDir
 from .utils.io import atomic_path, write_jsonl
 
 
-def load_predictor(run_dir: str | Path):
-    """(task, predict_fn) for a finished run; predict_fn(records) -> one prediction per record."""
-    run = RunDir(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise LmadaptError(f"{run.path}: no config.yaml; not a run folder")
-    recipe = run.read_config()
+def load_predictor(run_dir: str | Path, trust_remote_code: bool = False):
+    """(task, predict_fn) for a complete run; predict_fn(records) -> one prediction per record.
+
+    `trust_remote_code` is the caller's (a flag), never the run folder's own config.yaml."""
+    run = RunDir.open_complete(run_dir, "predict")
+    recipe = run.read_config(trust_remote_code)
     from .tasks import get_task
 
     task = get_task(recipe.task)
@@ -47,12 +47,16 @@ def load_predictor(run_dir: str | Path):
 
 
 def predict_file(
-    run_dir: str | Path, input_path: str | Path, output_path: str | Path, submission: str | Path | None = None
+    run_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    submission: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> int:
     """Predict every record of `input_path`; write JSONL or CSV (by extension) and optionally id,label CSV."""
     from .data import load_split
 
-    task, predict = load_predictor(run_dir)
+    task, predict = load_predictor(run_dir, trust_remote_code)
     records = load_split(None, str(input_path), task.fields(with_gold=False))
     if not records:
         raise LmadaptError(f"{input_path}: no records to predict")

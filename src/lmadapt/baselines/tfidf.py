@@ -144,7 +144,7 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
     return model
 
 
-def run(recipe) -> Path:
+def run(recipe, resume: bool = False) -> Path:
     """Fit on train, score eval and test, write the run folder."""
     from ..stages.finetune import load_splits
     from ..tasks import get_task
@@ -156,7 +156,7 @@ def run(recipe) -> Path:
     splits = load_splits(recipe, task)
     if not splits["train"]:
         raise RecipeError("data.train: the tfidf baseline needs training examples")
-    run_dir = RunDir(recipe.output).create()  # only now: bad data leaves nothing behind
+    run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
     recipe.task.labels = task.fit_labels(splits["train"])
     run_dir.write_config(recipe)
     with timer() as train_time:
@@ -195,4 +195,4 @@ def run(recipe) -> Path:
         "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
     }
     run_dir.write_metrics(final=final, history=[], cost=cost)
-    return run_dir.path
+    return run_dir.commit()

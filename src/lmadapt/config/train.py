@@ -58,6 +58,23 @@ class TrainConfig(Section):
             "fused elementwise work, after a one-off compile (about 1.5 minutes on 2 CPU cores)."
         ),
     )
+    save_every: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Write a resumable checkpoint every N optimizer steps (weights or adapter, optimizer, scheduler, "
+            "RNG states, data position); `lmadapt train RECIPE --resume` continues from the last one. "
+            "Checkpoints are kept after the run when this is set. finetune also saves at each evaluation."
+        ),
+    )
+    keep_checkpoints: int = Field(
+        1,
+        ge=1,
+        description=(
+            "How many checkpoints to keep (plus the best one). Old ones are deleted only after a new one "
+            "is verified on disk, so 1 is safe against a kill mid-save."
+        ),
+    )
     seed: int = Field(0)
     logging_steps: int = Field(10, ge=1)
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")

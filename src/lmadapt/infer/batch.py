@@ -25,7 +25,12 @@ def record_prompt(record) -> str | list[dict]:
 
 
 def generate_file(
-    model_or_run: str, input: str | Path, output: str | Path, batch_size: int = 8, **decoding
+    model_or_run: str,
+    input: str | Path,
+    output: str | Path,
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    **decoding,
 ) -> int:
     """Generate for every record of `input` (.jsonl .json .csv .tsv .parquet); write `output` JSONL; return count."""
     from tqdm import tqdm
@@ -36,7 +41,7 @@ def generate_file(
 
     records = read_records(input)
     prompts = [record_prompt(r) for r in records]
-    engine = load_engine(model_or_run)
+    engine = load_engine(model_or_run, trust_remote_code=trust_remote_code)
     outputs: list[str] = []
     chunk = batch_size * 4
     for start in tqdm(range(0, len(prompts), chunk), desc="generating", unit="chunk"):

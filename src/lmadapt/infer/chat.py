@@ -61,6 +61,7 @@ def run_chat(
     max_new_tokens: int = 256,
     lines: Iterable[str] | None = None,
     write: Callable[[str], None] = print,
+    trust_remote_code: bool = False,
     **decoding,
 ) -> ChatSession:
     """Terminal loop: each input line is a user turn; `/reset` clears the history, `/exit` (or EOF) ends."""
@@ -68,7 +69,9 @@ def run_chat(
 
     from .engine import load_engine
 
-    session = ChatSession(load_engine(model_or_run), system, max_new_tokens, **decoding)
+    session = ChatSession(
+        load_engine(model_or_run, trust_remote_code=trust_remote_code), system, max_new_tokens, **decoding
+    )
     interactive = lines is None and sys.stdin.isatty()
     source = iter(lines if lines is not None else sys.stdin)
     write("chat: /reset clears the history, /exit quits")

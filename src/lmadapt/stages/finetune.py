@@ -6,7 +6,6 @@ evaluate, save. `method: tfidf` runs the non-neural baseline instead, into the s
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..runs import RunDir, peak_rss_mb, timer
@@ -14,19 +13,22 @@ from ..utils.io import write_json, write_jsonl
 from ..utils.seed import seed_everything
 
 
-def run(recipe, callbacks: list | None = None) -> Path:
-    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer)."""
+def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
+    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer);
+    `resume` continues the interrupted run of this recipe from its last verified checkpoint."""
     if recipe.method.type == "tfidf":
         from ..baselines import tfidf
 
-        return tfidf.run(recipe)
+        return tfidf.run(recipe, resume=resume)
 
     import torch
     from transformers import EarlyStoppingCallback, TrainingArguments
 
     from ..methods import apply_method, check_method, count_parameters, save_trained
     from ..tasks import build_model, get_task, run_inference, split_trainer_outputs
+    from ..training.checkpoints import VerifiedCheckpoints, latest_checkpoint, save_arguments
     from ..training.compile import compiled_layers
+    from ..training.progress import RunLog
     from ..training.trainer import match_accelerator_precision
 
     task = get_task(recipe.task)
@@ -42,17 +44,20 @@ def run(recipe, callbacks: list | None = None) -> Path:
         from ..errors import RecipeError
 
         raise RecipeError("data.train: the finetune stage needs training examples")
-    run_dir = RunDir(recipe.output).create()  # only now: bad data leaves nothing behind
+    every = recipe.eval.every if splits["eval"] else "no"
+    strategy = "steps" if isinstance(every, int) else every
+    saving = save_arguments(cfg.save_every, every, keep_best=strategy != "no")
     labels = task.fit_labels(splits["train"])
     if labels is not None and hasattr(recipe.task, "labels"):
         recipe.task.labels = labels  # config.yaml records the label order the head was built with
-    run_dir.write_config(recipe)
-    run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
     # --- model + method -----------------------------------------------------------------------------
     model, tokenizer = build_model(recipe.model, task, cfg.seed)
     model = apply_method(model, recipe.method, task.task_type)
     trainable, total = count_parameters(model)
+    run_dir = RunDir.start(recipe, resume)  # only now: a bad recipe, data or model leaves nothing behind
+    run_dir.write_config(recipe)
+    run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     run_dir.log(f"method {recipe.method.type}: {trainable:,} of {total:,} parameters train")
 
     encoded = {name: task.encode(records, tokenizer, cfg.max_length) for name, records in splits.items()}
@@ -69,8 +74,6 @@ def run(recipe, callbacks: list | None = None) -> Path:
         metrics = task.score([task.gold(r) for r in splits["eval"]], preds)
         return {k: v for k, v in metrics.items() if not wanted or k in wanted or k == best_metric}
 
-    every = recipe.eval.every if eval_split else "no"
-    strategy = "steps" if isinstance(every, int) else every
     match_accelerator_precision(cfg.bf16)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -91,9 +94,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
         logging_steps=cfg.logging_steps,
         eval_strategy=strategy,
         eval_steps=every if isinstance(every, int) else None,
-        save_strategy=strategy,
-        save_steps=every if isinstance(every, int) else None,
-        save_total_limit=1,
+        **saving,  # rotation: VerifiedCheckpoints (only after the new checkpoint verifies)
         load_best_model_at_end=strategy != "no",
         metric_for_best_model=f"eval_{best_metric}" if strategy != "no" else None,
         greater_is_better=True,
@@ -103,7 +104,11 @@ def run(recipe, callbacks: list | None = None) -> Path:
         disable_tqdm=False,
     )
     OrderedEvalTrainer = _ordered_eval_trainer()  # noqa: N806
-    callbacks = list(callbacks or [])
+    callbacks = [
+        *(callbacks or []),
+        RunLog(run_dir),
+        VerifiedCheckpoints(args.output_dir, cfg.keep_checkpoints),
+    ]
     if recipe.eval.early_stopping_patience and strategy != "no":
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.eval.early_stopping_patience))
     trainer = OrderedEvalTrainer(
@@ -116,11 +121,13 @@ def run(recipe, callbacks: list | None = None) -> Path:
         compute_metrics=compute_metrics if eval_split else None,
         callbacks=callbacks,
     )
+    checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
+    if checkpoint:
+        run_dir.log(f"resuming from {checkpoint.name}")
     with compiled_layers(model, cfg.compile), timer() as train_time:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model = trainer.model
     trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best weights are saved below
     run_dir.log(f"trained in {train_time():.1f}s")
 
     # --- evaluate -----------------------------------------------------------------------------------
@@ -154,20 +161,26 @@ def run(recipe, callbacks: list | None = None) -> Path:
     cost = {
         "train_seconds": round(train_time(), 2),
         "train_examples": len(splits["train"]),
+        "resumed_from_step": _step_of(checkpoint),
         "trainable_params": trainable,
         "total_params": total,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
     }
     run_dir.write_metrics(final=final, history=history, cost=cost)
-    return run_dir.path
+    return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None
 
 
 def _ordered_eval_trainer():
     from torch.utils.data import SequentialSampler
-    from transformers import Trainer
 
-    class OrderedEvalTrainer(Trainer):
+    from ..training.trainer import ResumableTrainer
+
+    class OrderedEvalTrainer(ResumableTrainer):
         """Trainer that evaluates in dataset order.
 
         With `group_by_length`, transformers 5 also length-groups (shuffles) the eval set; our metrics decode

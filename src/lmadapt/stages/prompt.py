@@ -17,7 +17,7 @@ from ..utils.io import write_json, write_jsonl, write_text
 from ..utils.seed import seed_everything
 
 
-def run(recipe) -> Path:
+def run(recipe, resume: bool = False) -> Path:
     from ..data import load_split
     from ..tasks import get_task
 
@@ -42,21 +42,30 @@ def run(recipe) -> Path:
     labels = task.fit_labels(splits["train"])
     if not labels:
         raise RecipeError("task.labels: list the labels (or give data.train to read them from)")
-    run_dir = RunDir(recipe.output).create()  # only now: bad data leaves nothing behind
-    recipe.task.labels = labels
     if needs_pool and not splits["train"]:
         raise RecipeError(f"data.train: prompt.k={cfg.n_demos} demonstrations need training examples")
-    run_dir.write_config(recipe)
-    run_dir.log(
-        f"prompt {cfg.mode}: labels {labels}; " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-    )
-
+    if cfg.mode == "cot" and cfg.n_demos and not cfg.rationale:
+        raise RecipeError(
+            "prompt.rationale: few-shot chain-of-thought needs the field holding each demo's reasoning"
+        )
+    if not splits["eval"] and not splits["test"]:
+        raise RecipeError("data.eval / data.test: stage prompt needs examples to answer")
     fields = _text_fields(recipe.task)
     mapping = cfg.verbalizer or {label: [label] for label in labels}
     if cfg.mode == "verbalizer" and set(mapping) != set(labels):
         raise RecipeError(
             f"prompt.verbalizer: labels {sorted(mapping)} differ from the task's labels {labels}"
         )
+    from ..sources import resolve_model
+
+    resolve_model(recipe.model.name)  # a model that exists nowhere is an error before any folder is made
+    run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
+    recipe.task.labels = labels
+    run_dir.write_config(recipe)
+    run_dir.log(
+        f"prompt {cfg.mode}: labels {labels}; " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    )
+
     template = cfg.template or _default_template(fields, cfg.mode)
     instruction = cfg.instruction or _default_instruction(labels)
     predictor = _verbalizer_predictor if cfg.mode == "verbalizer" else _generation_predictor
@@ -99,7 +108,7 @@ def run(recipe) -> Path:
         "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
     }
     run_dir.write_metrics(final=final, history=[], cost=cost)
-    return run_dir.path
+    return run_dir.commit()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -214,10 +223,6 @@ def _generation_predictor(recipe, cfg, task, labels, mapping, template, instruct
     from ..prompting.text import fit_record, match_label
     from ..prompting.zeroshot import as_inputs, build_prompt, generate_all
 
-    if cfg.mode == "cot" and cfg.n_demos and not cfg.rationale:
-        raise RecipeError(
-            "prompt.rationale: few-shot chain-of-thought needs the field holding each demo's reasoning"
-        )
     engine = load_engine(recipe.model.name)
     tokenizer = engine.tokenizer
     fields = _text_fields(recipe.task)

@@ -16,22 +16,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RecipeError
+from ..errors import DataError, RecipeError
 from ..runs import RunDir, peak_rss_mb, timer
 from ..templates import IGNORE, encode_chat, resolve_template, to_messages
 from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
 
 
-def run(recipe, callbacks: list | None = None) -> Path:
-    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer)."""
+def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
+    """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer);
+    `resume` continues the interrupted run of this recipe from its last verified checkpoint."""
     import torch
     from transformers import TrainingArguments
 
     from ..infer.engine import Engine, load_causal_lm
     from ..methods import apply_method, check_method, count_parameters, save_trained
+    from ..training.checkpoints import VerifiedCheckpoints, latest_checkpoint, save_arguments
     from ..training.compile import compiled_layers
     from ..training.precision import frozen_in_bf16
+    from ..training.progress import RunLog
     from ..training.trainer import CausalLMTrainer, match_accelerator_precision
     from .finetune import history_from, sampling_strategy, save_plots
 
@@ -39,7 +42,6 @@ def run(recipe, callbacks: list | None = None) -> Path:
     if task.type not in ("sft", "generate"):
         raise RecipeError(f"stage sft: task type {task.type!r} is not supported; use sft or generate")
     method = check_method(recipe.method, "causal_lm")
-    run_dir = RunDir(recipe.output).create()
     cfg = recipe.train
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -47,8 +49,6 @@ def run(recipe, callbacks: list | None = None) -> Path:
 
     # --- data -------------------------------------------------------------------------------------------
     splits = load_records(recipe)
-    run_dir.write_config(recipe)
-    run_dir.log(f"task {task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
     # --- model + examples -------------------------------------------------------------------------------
     model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
@@ -64,10 +64,22 @@ def run(recipe, callbacks: list | None = None) -> Path:
         name: build_examples(records, tokenizer, template, cfg.max_length, task)
         for name, records in splits.items()
     }
+    features = {name: f for name, (f, _) in examples.items()}
+    if splits["train"] and not features["train"]:  # never fall back to evaluating the untrained model
+        raise DataError(
+            f"data.train: all {len(splits['train'])} training examples were dropped: none has an answer "
+            f"token within train.max_length={cfg.max_length} (the prompt alone fills it); raise "
+            "train.max_length or shorten the prompts"
+        )
+    every = recipe.eval.every if features["eval"] else "no"
+    strategy = "steps" if isinstance(every, int) else every
+    saving = save_arguments(cfg.save_every, every, keep_best=False)
+    run_dir = RunDir.start(recipe, resume)  # only now: bad recipes and data leave nothing behind
+    run_dir.write_config(recipe)
+    run_dir.log(f"task {task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     for name, (_, dropped) in examples.items():
         if dropped:
             run_dir.log(f"{name}: {dropped} examples left out (no answer token within max_length)")
-    features = {name: f for name, (f, _) in examples.items()}
     training = bool(features["train"])
     if training:
         model = apply_method(model, recipe.method, "causal_lm")
@@ -92,8 +104,6 @@ def run(recipe, callbacks: list | None = None) -> Path:
         f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
         f"chunked loss {loss_chunk or 'off'}, compile {cfg.compile}, threads {torch.get_num_threads()}"
     )
-    every = recipe.eval.every if features["eval"] else "no"
-    strategy = "steps" if isinstance(every, int) else every
     match_accelerator_precision(cfg.bf16)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -114,7 +124,7 @@ def run(recipe, callbacks: list | None = None) -> Path:
         logging_steps=cfg.logging_steps,
         eval_strategy=strategy,
         eval_steps=every if isinstance(every, int) else None,
-        save_strategy="no",
+        **saving,  # rotation: VerifiedCheckpoints (only after the new checkpoint verifies)
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=False,
@@ -127,27 +137,34 @@ def run(recipe, callbacks: list | None = None) -> Path:
         eval_dataset=features["eval"] or None,
         processing_class=tokenizer,
         loss_chunk=loss_chunk,
-        callbacks=callbacks,
+        callbacks=[
+            *(callbacks or []),
+            RunLog(run_dir),
+            VerifiedCheckpoints(args.output_dir, cfg.keep_checkpoints),
+        ],
     )
     model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
     final: dict[str, dict] = {}
     if features["eval"]:
         final["eval"] = {"loss_before": round(trainer.evaluate()["eval_loss"], 4)}
         run_dir.log(f"eval loss before training: {final['eval']['loss_before']}")
-    train_seconds = 0.0
+    train_seconds, checkpoint = 0.0, None
     if training:
         if task.type == "generate" and every != "no":  # the task metric at each evaluation, not only the loss
             batch = cfg.eval_batch_size or cfg.batch_size
             trainer.add_callback(
                 generation_eval(Engine(model, tokenizer, template), task, splits["eval"], batch)
             )
-        stash = run_dir / "checkpoints" / "frozen-fp32.safetensors"
+        stash = run_dir / "frozen-fp32.safetensors"
+        checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
+        if checkpoint:
+            run_dir.log(f"resuming from {checkpoint.name}")
         with (
             frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen),
             compiled_layers(model, cfg.compile),
             timer() as train_time,
         ):
-            trainer.train()
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = train_time()
         model = trainer.model
         run_dir.log(f"trained in {train_seconds:.1f}s")
@@ -186,13 +203,14 @@ def run(recipe, callbacks: list | None = None) -> Path:
         "train_seconds": round(train_seconds, 2),
         "train_examples": len(features["train"]),
         "train_tokens": sum(len(f["input_ids"]) for f in features["train"]),
+        "resumed_from_step": int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None,
         "trainable_params": trainable if training else 0,
         "total_params": total,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
     }
     run_dir.write_metrics(final=final, history=history, cost=cost)
-    return run_dir.path
+    return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
 
 
 # --- data ---------------------------------------------------------------------------------------------------

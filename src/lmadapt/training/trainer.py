@@ -1,10 +1,32 @@
-"""The Hugging Face `Trainer`, thinly subclassed for the causal-LM loss of `loss.py`."""
+"""The Hugging Face `Trainer`, thinly subclassed: a resumable data order, and the causal-LM loss of `loss.py`."""
 
 from __future__ import annotations
 
+from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
 from .loss import causal_lm_loss_sum
+from .sampling import EpochSeededSampler
+
+
+class ResumableTrainer(Trainer):
+    """`Trainer` whose training order depends only on (seed, epoch), so `--resume` replays it exactly."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        strategy = self.args.train_sampling_strategy
+        if dataset is None or strategy == "sequential":
+            return SequentialSampler(dataset) if dataset is not None else None
+        lengths = None
+        if strategy == "group_by_length":
+            lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+        return EpochSeededSampler(
+            len(dataset),
+            self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            lambda: self.state.epoch or 0,
+            lengths,
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        )
 
 
 def causal_lm_of(model):
@@ -12,7 +34,7 @@ def causal_lm_of(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-class CausalLMTrainer(Trainer):
+class CausalLMTrainer(ResumableTrainer):
     """`Trainer` whose training loss runs the decoder, then the chunked loss over target positions only.
 
     Evaluation (`return_outputs=True`) keeps the model's own forward and loss, so eval numbers are the
