@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 from lmadapt.config import parse_recipe
 from lmadapt.predict import load_predictor, predict_file
 from lmadapt.runs import RunDir
-from lmadapt.stages.finetune import run
+from lmadapt.stages import run_stage as run
 from lmadapt.tasks import get_task, run_inference
 from lmadapt.tasks.keywords import keyword_tags, split_words
 from lmadapt.tasks.span import SpanTask

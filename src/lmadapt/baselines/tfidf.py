@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RecipeError
-from ..runs import RunDir, peak_rss_mb, timer
-from ..utils.io import atomic_path, write_json, write_jsonl
+from ..runs import RunDir, timer
+from ..utils.io import atomic_path
 from ..utils.seed import seed_everything
 
 VOCAB_FILE = "tfidf.json"
@@ -145,15 +145,17 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
 
 
 def run(recipe, resume: bool = False) -> Path:
-    """Fit on train, score eval and test, write the run folder."""
-    from ..stages.finetune import load_splits
+    """Fit on train, score eval and test, write the run folder (run by `stages.run_stage` like a stage)."""
+    from ..data.splits import load_splits
+    from ..evaluation import cost_record, evaluate_splits, write_results
+    from ..plots import save_plots
     from ..tasks import get_task
 
     task = get_task(recipe.task)
     if recipe.task.type not in ("classify", "pair"):
         raise RecipeError(f"method tfidf supports classify and pair tasks, not '{recipe.task.type}'")
     seed_everything(recipe.train.seed)
-    splits = load_splits(recipe, task)
+    splits = load_splits(recipe, task.fields(True))
     if not splits["train"]:
         raise RecipeError("data.train: the tfidf baseline needs training examples")
     run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
@@ -162,37 +164,13 @@ def run(recipe, resume: bool = False) -> Path:
     with timer() as train_time:
         model = fit(task, splits["train"], recipe.method, recipe.train.seed)
     run_dir.log(f"tfidf: {model.weights.shape[1]:,} features, fitted in {train_time():.1f}s")
-    final, report, predictions = {}, {}, []
-    infer_seconds = infer_examples = 0.0
-    for name in ("eval", "test"):
-        records = splits[name]
-        if not records:
-            continue
-        with timer() as infer_time:
-            preds = model.predict(inputs(task, records))
-        infer_seconds += infer_time()
-        infer_examples += len(records)
-        golds = [task.gold(r) for r in records]
-        final[name] = task.select(task.score(golds, preds), recipe.eval.metrics)
-        report[name] = task.report(golds, preds)
-        predictions = [
-            {"id": task.record_id(r, i), "prediction": p, "gold": g}
-            for i, (r, p, g) in enumerate(zip(records, preds, golds, strict=True))
-        ]
-        run_dir.log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in final[name].items()))
+    evaluation = evaluate_splits(
+        task, splits, lambda name, records: (model.predict(inputs(task, records)), None),
+        recipe.eval.metrics, run_dir.log,
+    )  # fmt: skip
     model.save(run_dir.path)
-    write_jsonl(run_dir / "predictions.jsonl", predictions)
-    write_json(run_dir / "report.json", report)
-    from ..stages.finetune import save_plots
-
-    save_plots(run_dir, [], report.get("test") or report.get("eval") or {}, task.best_metric)
-    cost = {
-        "train_seconds": round(train_time(), 2),
-        "train_examples": len(splits["train"]),
-        "trainable_params": int(model.weights.size + model.bias.size),
-        "total_params": int(model.weights.size + model.bias.size),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
-    }
-    run_dir.write_metrics(final=final, history=[], cost=cost)
+    save_plots(run_dir / "plots", [], evaluation.shown_report, task.best_metric)
+    size = int(model.weights.size + model.bias.size)
+    cost = cost_record(train_time(), len(splits["train"]), size, size, evaluation.examples_per_s)
+    write_results(run_dir, evaluation, [], cost)
     return run_dir.commit()

@@ -7,18 +7,20 @@ from pathlib import Path
 
 from ..errors import RecipeError
 
-# stage name -> module holding `run(recipe)`; adding a stage is one module plus one line here.
+# stage name -> module holding `run(recipe, resume)`; adding a stage is one module plus one line here.
 STAGES = {
     "finetune": "lmadapt.stages.finetune",
     "sft": "lmadapt.stages.sft",
     "prompt": "lmadapt.stages.prompt",
 }
+# (stage, method) -> a baseline that stands in for the stage: it loads no model, but writes the same folder.
+BASELINES = {("finetune", "tfidf"): "lmadapt.baselines.tfidf"}
 
 
 def run_stage(recipe, resume: bool = False) -> Path:
     """Run the stage a recipe names and return its (complete) run folder; `resume` continues an interrupted
     run of the same recipe from its last verified checkpoint."""
-    module_name = STAGES.get(recipe.stage)
+    module_name = BASELINES.get((recipe.stage, recipe.method.type)) or STAGES.get(recipe.stage)
     if module_name is None:
         raise RecipeError(f"stage {recipe.stage!r} is not available; choose one of {sorted(STAGES)}")
     return importlib.import_module(module_name).run(recipe, resume=resume)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from ..config.prompt import PromptConfig
 from ..errors import RecipeError
-from ..runs import RunDir, peak_rss_mb, timer
-from ..utils.io import write_json, write_jsonl, write_text
+from ..runs import RunDir
+from ..utils.io import write_text
 from ..utils.seed import seed_everything
 
 
 def run(recipe, resume: bool = False) -> Path:
-    from ..data import load_split
+    from ..evaluation import cost_record, evaluate_splits, write_results
+    from ..sources import resolve_model
     from ..tasks import get_task
 
     cfg = recipe.prompt or PromptConfig()
@@ -29,16 +30,46 @@ def run(recipe, resume: bool = False) -> Path:
     task = get_task(recipe.task)
     seed_everything(recipe.train.seed)
 
-    # --- data ---------------------------------------------------------------------------------------
-    data = recipe.data
+    # --- data, labels, prompt settings (all checked before anything is loaded or written) -------------
+    splits, labels = load_prompt_data(recipe, cfg, task)
+    mapping = cfg.verbalizer or {label: [label] for label in labels}
+    if cfg.mode == "verbalizer" and set(mapping) != set(labels):
+        raise RecipeError(
+            f"prompt.verbalizer: labels {sorted(mapping)} differ from the task's labels {labels}"
+        )
+    resolve_model(recipe.model.name)  # a model that exists nowhere is an error before any folder is made
+
+    # --- run folder ------------------------------------------------------------------------------------
+    run_dir = RunDir.start(recipe, resume)
+    recipe.task.labels = labels
+    run_dir.write_config(recipe)
+    run_dir.log(
+        f"prompt {cfg.mode}: labels {labels}; " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    )
+
+    # --- model, prompts, answers, metrics ---------------------------------------------------------------
+    template = cfg.template or _default_template(_text_fields(recipe.task), cfg.mode)
+    instruction = cfg.instruction or _default_instruction(labels)
+    predictor = _verbalizer_predictor if cfg.mode == "verbalizer" else _generation_predictor
+    model_info, predict = predictor(
+        recipe, cfg, task, labels, mapping, template, instruction, splits["train"], run_dir
+    )
+    evaluation = evaluate_splits(task, splits, predict, recipe.eval.metrics, run_dir.log)
+
+    # --- save -------------------------------------------------------------------------------------------
+    pool = len(splits["train"]) if cfg.n_demos > 0 else 0
+    cost = cost_record(0.0, 0, 0, model_info["total_params"], evaluation.examples_per_s, demo_pool=pool)
+    write_results(run_dir, evaluation, [], cost)
+    return run_dir.commit()
+
+
+def load_prompt_data(recipe, cfg, task) -> tuple[dict[str, list[dict]], list[str]]:
+    """The splits to answer (and the demonstration pool when prompting few-shot) and the label set."""
+    from ..data.splits import load_splits
+
     needs_pool = cfg.n_demos > 0
-    limits = {"train": data.max_train, "eval": data.max_eval, "test": data.max_test}
-    splits = {
-        name: load_split(data.source, getattr(data, name), task.fields(), limit=limits[name], seed=data.seed)
-        if name != "train" or needs_pool or not task.labels
-        else []
-        for name in ("train", "eval", "test")
-    }
+    skip = () if needs_pool or not task.labels else ("train",)  # train only for demos or to read labels
+    splits = load_splits(recipe, task.fields(), skip)
     labels = task.fit_labels(splits["train"])
     if not labels:
         raise RecipeError("task.labels: list the labels (or give data.train to read them from)")
@@ -50,65 +81,7 @@ def run(recipe, resume: bool = False) -> Path:
         )
     if not splits["eval"] and not splits["test"]:
         raise RecipeError("data.eval / data.test: stage prompt needs examples to answer")
-    fields = _text_fields(recipe.task)
-    mapping = cfg.verbalizer or {label: [label] for label in labels}
-    if cfg.mode == "verbalizer" and set(mapping) != set(labels):
-        raise RecipeError(
-            f"prompt.verbalizer: labels {sorted(mapping)} differ from the task's labels {labels}"
-        )
-    from ..sources import resolve_model
-
-    resolve_model(recipe.model.name)  # a model that exists nowhere is an error before any folder is made
-    run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
-    recipe.task.labels = labels
-    run_dir.write_config(recipe)
-    run_dir.log(
-        f"prompt {cfg.mode}: labels {labels}; " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-    )
-
-    template = cfg.template or _default_template(fields, cfg.mode)
-    instruction = cfg.instruction or _default_instruction(labels)
-    predictor = _verbalizer_predictor if cfg.mode == "verbalizer" else _generation_predictor
-    model_info, predict = predictor(
-        recipe, cfg, task, labels, mapping, template, instruction, splits["train"], run_dir
-    )
-
-    # --- answer and score ---------------------------------------------------------------------------
-    final, report, predictions = {}, {}, []
-    infer_seconds = infer_examples = 0.0
-    for name in ("eval", "test"):
-        records = splits[name]
-        if not records:
-            continue
-        with timer() as infer_time:
-            preds, extra = predict(records, name)
-        infer_seconds += infer_time()
-        infer_examples += len(records)
-        golds = [task.gold(r) for r in records]
-        final[name] = task.select(task.score(golds, preds), recipe.eval.metrics)
-        report[name] = task.report(golds, preds)
-        predictions = [
-            {"id": task.record_id(r, i), "prediction": p, "gold": g} | x
-            for i, (r, p, g, x) in enumerate(zip(records, preds, golds, extra, strict=True))
-        ]
-        run_dir.log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in final[name].items()))
-    if not final:
-        raise RecipeError("data.eval / data.test: stage prompt needs examples to answer")
-
-    # --- save ---------------------------------------------------------------------------------------
-    write_jsonl(run_dir / "predictions.jsonl", predictions)  # the test split's (else eval's)
-    write_json(run_dir / "report.json", report)
-    cost = {
-        "train_seconds": 0.0,
-        "train_examples": 0,
-        "demo_pool": len(splits["train"]) if needs_pool else 0,
-        "trainable_params": 0,
-        "total_params": model_info["total_params"],
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
-    }
-    run_dir.write_metrics(final=final, history=[], cost=cost)
-    return run_dir.commit()
+    return splits, labels
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -148,7 +121,7 @@ def _demos_for(cfg, pool: list[dict], queries: list[dict], fields: list[str], se
 def _verbalizer_predictor(recipe, cfg, task, labels, mapping, template, instruction, pool, run_dir):
     """Cloze scoring: build one {mask} prompt per record (after optional primed demonstrations)."""
     from ..prompting.text import fill, fit_record
-    from ..prompting.verbalizer import Verbalizer, calibrate, load_lm
+    from ..prompting.verbalizer import Verbalizer, load_lm
 
     model, tokenizer, kind = load_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
     run_dir.log(f"verbalizer on a {kind} LM: {mapping}; aggregate {cfg.aggregate}; calibrate {cfg.calibrate}")
@@ -183,7 +156,7 @@ def _verbalizer_predictor(recipe, cfg, task, labels, mapping, template, instruct
         [fill(template, dict.fromkeys(fields, cf)) for cf in cfg.content_free] if cfg.calibrate else []
     )
 
-    def predict(records, split):
+    def predict(split, records):
         demo_idx = _demos_for(cfg, pool, records, fields, recipe.train.seed)
         prompts = [prompt_for(r, [pool[j] for j in idx]) for r, idx in zip(records, demo_idx, strict=True)]
         if split == "test" or not (run_dir / "prompt_example.txt").exists():
@@ -192,13 +165,9 @@ def _verbalizer_predictor(recipe, cfg, task, labels, mapping, template, instruct
             raw = probs = verb.label_probs(prompts, bar.advance)
         if content_free:
             cf_prompts = [_with_demos(p, prompts[0]) for p in content_free] if cfg.n_demos else content_free
-            p_cf = verb.content_free_probs(cf_prompts)
-            run_dir.log(f"content-free label probabilities: {dict(zip(labels, p_cf.tolist(), strict=True))}")
-            probs = calibrate(raw, p_cf)
-            golds = [task.gold(r) for r in records]
-            uncalibrated = [labels[i] for i in raw.argmax(-1).tolist()]
-            acc = sum(g == p for g, p in zip(golds, uncalibrated, strict=True)) / len(golds)
-            run_dir.log(f"{split}: accuracy without calibration {acc:.4f}")  # to judge what calibration did
+            probs = _calibrated(
+                verb, raw, cf_prompts, labels, [task.gold(r) for r in records], split, run_dir
+            )
         preds = [labels[i] for i in probs.argmax(-1).tolist()]
         extra = [
             {"probs": [round(x, 4) for x in row]}
@@ -208,6 +177,18 @@ def _verbalizer_predictor(recipe, cfg, task, labels, mapping, template, instruct
         return preds, extra
 
     return {"total_params": sum(p.numel() for p in model.parameters())}, predict
+
+
+def _calibrated(verb, raw, cf_prompts: list[str], labels: list[str], golds: list, split: str, run_dir):
+    """Label probabilities divided by those of content-free prompts (Zhao et al. 2021), renormalised."""
+    from ..prompting.verbalizer import calibrate
+
+    p_cf = verb.content_free_probs(cf_prompts)
+    run_dir.log(f"content-free label probabilities: {dict(zip(labels, p_cf.tolist(), strict=True))}")
+    uncalibrated = [labels[i] for i in raw.argmax(-1).tolist()]
+    acc = sum(g == p for g, p in zip(golds, uncalibrated, strict=True)) / len(golds)
+    run_dir.log(f"{split}: accuracy without calibration {acc:.4f}")  # to judge what calibration did
+    return calibrate(raw, p_cf)
 
 
 def _with_demos(content_free_prompt: str, first_prompt: str) -> str:
@@ -223,13 +204,13 @@ def _generation_predictor(recipe, cfg, task, labels, mapping, template, instruct
     from ..prompting.text import fit_record, match_label
     from ..prompting.zeroshot import as_inputs, build_prompt, generate_all
 
-    engine = load_engine(recipe.model.name)
+    engine = load_engine(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
     tokenizer = engine.tokenizer
     fields = _text_fields(recipe.task)
     budget = recipe.train.max_length - 32
     share = budget // (cfg.n_demos + 1)
 
-    def predict(records, split):
+    def predict(split, records):
         demo_idx = _demos_for(cfg, pool, records, fields, recipe.train.seed)
         prompts = []
         for record, idx in zip(records, demo_idx, strict=True):

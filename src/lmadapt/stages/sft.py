@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, RecipeError
-from ..runs import RunDir, peak_rss_mb, timer
+from ..evaluation import cost_record
+from ..runs import RunDir, timer
 from ..templates import IGNORE, encode_chat, resolve_template, to_messages
 from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
@@ -26,74 +27,116 @@ from ..utils.seed import seed_everything
 def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer);
     `resume` continues the interrupted run of this recipe from its last verified checkpoint."""
-    import torch
-    from transformers import TrainingArguments
-
     from ..infer.engine import Engine, load_causal_lm
-    from ..methods import apply_method, check_method, count_parameters, save_trained
-    from ..training.checkpoints import VerifiedCheckpoints, latest_checkpoint, save_arguments
-    from ..training.compile import compiled_layers
-    from ..training.precision import frozen_in_bf16
-    from ..training.progress import RunLog
-    from ..training.trainer import CausalLMTrainer, match_accelerator_precision
-    from .finetune import history_from, sampling_strategy, save_plots
+    from ..methods import check_method, save_trained
+    from ..plots import save_plots
+    from ..training.progress import history_from, run_callbacks
 
-    task = recipe.task
+    task, cfg = recipe.task, recipe.train
     if task.type not in ("sft", "generate"):
         raise RecipeError(f"stage sft: task type {task.type!r} is not supported; use sft or generate")
     method = check_method(recipe.method, "causal_lm")
-    cfg = recipe.train
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    _set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
 
-    # --- data -------------------------------------------------------------------------------------------
+    # --- data, model, examples ------------------------------------------------------------------------
     splits = load_records(recipe)
-
-    # --- model + examples -------------------------------------------------------------------------------
     model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     template = resolve_template(tokenizer, task.template)
+    splits, features, dropped = prepare_examples(splits, task, tokenizer, template, cfg.max_length)
+    training = bool(features["train"])
+
+    # --- run folder (only now: a bad recipe, data or model leaves nothing behind), method ------------
+    run_dir = start_run(recipe, resume, splits, dropped)
+    model, trainable, total = adapt(model, recipe.method, training, template, run_dir)
+
+    # --- train, with the held-out loss before and after ----------------------------------------------
+    trainer = build_trainer(recipe, method, model, tokenizer, features, run_dir)
+    for callback in [*(callbacks or []), *run_callbacks(run_dir, cfg.keep_checkpoints)]:
+        trainer.add_callback(callback)
+    during = []  # generate tasks: the task metric at each evaluation while training, not only the loss
+    if training and task.type == "generate" and trainer.args.eval_strategy != "no":
+        engine, batch = Engine(model, tokenizer, template), cfg.eval_batch_size or cfg.batch_size
+        during.append(generation_eval(engine, task, splits["eval"], batch))
+    final, train_seconds, resumed_from = train_with_eval_loss(
+        trainer, cfg, run_dir, training, features["eval"], during
+    )
+    model = trainer.model
+
+    # --- generate + score (generate tasks; sft when eval.metrics asks for rouge_l) -------------------
+    predictions, infer_per_s = [], None
+    if task.type == "generate" or "rouge_l" in (recipe.eval.metrics or []):
+        engine = Engine(model, tokenizer, template)
+        predictions, infer_per_s = score_splits(engine, task, splits, cfg, final, run_dir.log)
+
+    # --- save -------------------------------------------------------------------------------------------
+    if training:
+        save_trained(model, recipe.method, run_dir.path)
+    if predictions:
+        write_jsonl(run_dir / "predictions.jsonl", predictions)
+    history = history_from(trainer.state.log_history)
+    save_plots(run_dir / "plots", history, {}, "loss")
+    cost = cost_record(
+        train_seconds, len(features["train"]), trainable, total, infer_per_s,
+        train_tokens=sum(len(f["input_ids"]) for f in features["train"]), resumed_from_step=resumed_from,
+    )  # fmt: skip
+    run_dir.write_metrics(final=final, history=history, cost=cost)
+    return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
+
+
+def start_run(recipe, resume: bool, splits: dict, dropped: dict) -> RunDir:
+    run_dir = RunDir.start(recipe, resume)
+    run_dir.write_config(recipe)
+    run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    for name, count in dropped.items():
+        if count:
+            run_dir.log(f"{name}: {count} examples left out (no answer token within max_length)")
+    return run_dir
+
+
+def adapt(model, method_cfg, training: bool, template: str, run_dir: RunDir):
+    """Apply the method when there is something to train; (model, trainable params, total params)."""
+    from ..methods import apply_method, count_parameters
+
+    if training:
+        model = apply_method(model, method_cfg, "causal_lm")
+    trainable, total = count_parameters(model)
+    run_dir.log(
+        f"template {template}; method {method_cfg.type}: {trainable:,} of {total:,} parameters train"
+        if training
+        else f"template {template}; no training split: evaluating the model as it is ({total:,} params)"
+    )
+    return model, (trainable if training else 0), total
+
+
+def prepare_examples(splits, task, tokenizer, template: str, max_length: int):
+    """(records, tokenized examples, dropped counts) per split; generate tasks get their inputs shortened
+    first. Stops when every training example is dropped: it never falls back to the untrained model."""
     if task.type == "generate":  # shorten long inputs, never the instruction or the answer
         splits = {
-            n: [fit_record(r, task, tokenizer, template, cfg.max_length) for r in rs]
-            for n, rs in splits.items()
+            n: [fit_record(r, task, tokenizer, template, max_length) for r in rs] for n, rs in splits.items()
         }
-    examples = {
-        name: build_examples(records, tokenizer, template, cfg.max_length, task)
-        for name, records in splits.items()
-    }
-    features = {name: f for name, (f, _) in examples.items()}
-    if splits["train"] and not features["train"]:  # never fall back to evaluating the untrained model
+    built = {name: build_examples(rs, tokenizer, template, max_length, task) for name, rs in splits.items()}
+    features = {name: f for name, (f, _) in built.items()}
+    if splits["train"] and not features["train"]:
         raise DataError(
             f"data.train: all {len(splits['train'])} training examples were dropped: none has an answer "
-            f"token within train.max_length={cfg.max_length} (the prompt alone fills it); raise "
+            f"token within train.max_length={max_length} (the prompt alone fills it); raise "
             "train.max_length or shorten the prompts"
         )
-    every = recipe.eval.every if features["eval"] else "no"
-    strategy = "steps" if isinstance(every, int) else every
-    saving = save_arguments(cfg.save_every, every, keep_best=False)
-    run_dir = RunDir.start(recipe, resume)  # only now: bad recipes and data leave nothing behind
-    run_dir.write_config(recipe)
-    run_dir.log(f"task {task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    for name, (_, dropped) in examples.items():
-        if dropped:
-            run_dir.log(f"{name}: {dropped} examples left out (no answer token within max_length)")
-    training = bool(features["train"])
-    if training:
-        model = apply_method(model, recipe.method, "causal_lm")
-    trainable, total = count_parameters(model)
-    if training:
-        run_dir.log(
-            f"template {template}; method {recipe.method.type}: {trainable:,} of {total:,} parameters train"
-        )
-    else:
-        run_dir.log(
-            f"template {template}; no training split: evaluating the model as it is ({total:,} params)"
-        )
+    return splits, features, {name: n for name, (_, n) in built.items()}
 
-    # --- train --------------------------------------------------------------------------------------------
+
+def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: RunDir):
+    """The causal-LM Trainer: packing per `train.packing`, the chunked loss unless the method injects inputs."""
+    import torch
+
+    from ..training.arguments import training_arguments
+    from ..training.trainer import CausalLMTrainer
+
+    cfg = recipe.train
     rows = cfg.packing == "rows"
     train_rows = pack_examples(features["train"], cfg.max_length) if rows else features["train"]
     if rows and train_rows:
@@ -104,32 +147,13 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
         f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
         f"chunked loss {loss_chunk or 'off'}, compile {cfg.compile}, threads {torch.get_num_threads()}"
     )
-    match_accelerator_precision(cfg.bf16)
-    args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.lr,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        lr_scheduler_type=cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of all steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        train_sampling_strategy=sampling_strategy(cfg, grouped=cfg.group_by_length and not rows),
-        bf16=cfg.bf16,
-        use_cpu=not torch.cuda.is_available(),  # bf16 autocast on CPU needs it said explicitly
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        eval_strategy=strategy,
-        eval_steps=every if isinstance(every, int) else None,
-        **saving,  # rotation: VerifiedCheckpoints (only after the new checkpoint verifies)
+    args = training_arguments(
+        cfg, str(run_dir / "checkpoints"), eval_every=recipe.eval.every, has_eval=bool(features["eval"]),
+        eval_batch_size=cfg.eval_batch_size or cfg.batch_size, grouped=cfg.group_by_length and not rows,
         remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=False,
-    )
-    trainer = CausalLMTrainer(
+    )  # fmt: skip
+    model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
+    return CausalLMTrainer(
         model=model,
         args=args,
         data_collator=SftCollator(tokenizer.pad_token_id, cfg.max_length if cfg.packing == "batch" else None),
@@ -137,80 +161,60 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
         eval_dataset=features["eval"] or None,
         processing_class=tokenizer,
         loss_chunk=loss_chunk,
-        callbacks=[
-            *(callbacks or []),
-            RunLog(run_dir),
-            VerifiedCheckpoints(args.output_dir, cfg.keep_checkpoints),
-        ],
     )
-    model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
+
+
+def train_with_eval_loss(trainer, cfg, run_dir: RunDir, training: bool, eval_features: list, during=()):
+    """Held-out loss before, training (resumable, with the `during` callbacks), held-out loss after.
+
+    Returns (final metrics, training seconds, the step it resumed from)."""
+    from ..training.checkpoints import train_from_latest
+    from ..training.compile import compiled_layers
+    from ..training.precision import frozen_in_bf16
+
+    model = trainer.model
     final: dict[str, dict] = {}
-    if features["eval"]:
+    if eval_features:
         final["eval"] = {"loss_before": round(trainer.evaluate()["eval_loss"], 4)}
         run_dir.log(f"eval loss before training: {final['eval']['loss_before']}")
-    train_seconds, checkpoint = 0.0, None
+    seconds, resumed_from = 0.0, None
     if training:
-        if task.type == "generate" and every != "no":  # the task metric at each evaluation, not only the loss
-            batch = cfg.eval_batch_size or cfg.batch_size
-            trainer.add_callback(
-                generation_eval(Engine(model, tokenizer, template), task, splits["eval"], batch)
-            )
+        for callback in during:
+            trainer.add_callback(callback)
         stash = run_dir / "frozen-fp32.safetensors"
-        checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
-        if checkpoint:
-            run_dir.log(f"resuming from {checkpoint.name}")
-        with (
-            frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen),
-            compiled_layers(model, cfg.compile),
-            timer() as train_time,
-        ):
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        train_seconds = train_time()
-        model = trainer.model
-        run_dir.log(f"trained in {train_seconds:.1f}s")
-        if features["eval"]:
+        bf16_frozen = frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen)
+        seconds, resumed_from = train_from_latest(
+            trainer, run_dir, bf16_frozen, compiled_layers(model, cfg.compile)
+        )
+        if eval_features:
             final["eval"]["loss"] = round(trainer.evaluate()["eval_loss"], 4)
             run_dir.log(f"eval loss after training: {final['eval']['loss']}")
-    model.config.use_cache = True
+    trainer.model.config.use_cache = True
+    return final, seconds, resumed_from
 
-    # --- generate + score -----------------------------------------------------------------------------
-    engine = Engine(model, tokenizer, template)
-    predictions, infer_seconds, infer_examples = [], 0.0, 0
-    wanted = recipe.eval.metrics or []
-    if task.type == "generate" or "rouge_l" in wanted:
-        for name in ("eval", "test"):
-            records = splits[name]
-            if not records:
-                continue
-            with timer() as infer_time:
-                metrics, rows = generate_and_score(
-                    engine, task, records, cfg.eval_batch_size or cfg.batch_size
-                )
-            infer_seconds += infer_time()
-            infer_examples += len(records)
-            final.setdefault(name, {}).update(metrics)
-            predictions = rows  # the test split's (else eval's)
-            run_dir.log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
-    # --- save -------------------------------------------------------------------------------------------
-    if training:
-        save_trained(model, recipe.method, run_dir.path)
-    if predictions:
-        write_jsonl(run_dir / "predictions.jsonl", predictions)
-    history = history_from(trainer.state.log_history)
-    save_plots(run_dir, history, {}, "loss")
-    cost = {
-        "train_seconds": round(train_seconds, 2),
-        "train_examples": len(features["train"]),
-        "train_tokens": sum(len(f["input_ids"]) for f in features["train"]),
-        "resumed_from_step": int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None,
-        "trainable_params": trainable if training else 0,
-        "total_params": total,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "infer_examples_per_s": round(infer_examples / infer_seconds, 2) if infer_seconds else None,
-    }
-    run_dir.write_metrics(final=final, history=history, cost=cost)
-    return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
+def score_splits(engine, task, splits, cfg, final: dict, log) -> tuple[list[dict], float | None]:
+    """Generate for eval and test and score by the task metric into `final`; (test rows, examples/s)."""
+    batch_size = cfg.eval_batch_size or cfg.batch_size
+    predictions, seconds, examples = [], 0.0, 0
+    for name in ("eval", "test"):
+        records = splits[name]
+        if not records:
+            continue
+        with timer() as infer_time:
+            metrics, predictions = generate_and_score(engine, task, records, batch_size)
+        seconds += infer_time()
+        examples += len(records)
+        final.setdefault(name, {}).update(metrics)
+        log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return predictions, round(examples / seconds, 2) if seconds else None
+
+
+def _set_threads(num_threads: int | None) -> None:
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(num_threads)
 
 
 # --- data ---------------------------------------------------------------------------------------------------

@@ -114,3 +114,23 @@ class VerifiedCheckpoints(TrainerCallback):
         for _, torn in checkpoint_steps(self.folder):  # left by a kill before this save
             if not (torn / MANIFEST).is_file() and torn != checkpoint:
                 shutil.rmtree(torn, ignore_errors=True)
+
+
+def train_from_latest(trainer, run_dir, *contexts) -> tuple[float, int | None]:
+    """`trainer.train()` inside `contexts`, from the newest verified checkpoint when the run resumes.
+
+    Returns (training seconds, the step it resumed from or None)."""
+    import contextlib
+
+    from ..runs import timer
+
+    checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
+    if checkpoint:
+        run_dir.log(f"resuming from {checkpoint.name}")
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        with timer() as seconds:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    run_dir.log(f"trained in {seconds():.1f}s")
+    return seconds(), int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None

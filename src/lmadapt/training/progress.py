@@ -15,3 +15,24 @@ class RunLog(TrainerCallback):
         if state.is_world_process_zero and logs:
             # the Trainer's own progress bar already prints them
             self.run_dir.log_json({"step": state.global_step, "epoch": state.epoch} | logs, echo=False)
+
+
+def history_from(log_history: list[dict]) -> list[dict]:
+    """Trainer's log history -> [{step, epoch, split, metrics...}] (train losses and eval results)."""
+    history = []
+    for entry in log_history:
+        base = {"step": entry.get("step"), "epoch": entry.get("epoch")}
+        if "loss" in entry:
+            history.append(base | {"split": "train", "loss": entry["loss"], "lr": entry.get("learning_rate")})
+        elif any(k.startswith("eval_") for k in entry):
+            metrics = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and "runtime" not in k}
+            metrics = {k: v for k, v in metrics.items() if not k.endswith("per_second")}
+            history.append(base | {"split": "eval"} | metrics)
+    return history
+
+
+def run_callbacks(run_dir, keep_checkpoints: int) -> list:
+    """What every training stage attaches: progress into log.txt, and verified, rotated checkpoints."""
+    from .checkpoints import VerifiedCheckpoints
+
+    return [RunLog(run_dir), VerifiedCheckpoints(run_dir / "checkpoints", keep_checkpoints)]
