@@ -55,7 +55,12 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LmadaptError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            from rich.markup import escape
+
+            # the message is shown as is: a field name such as "[/x]" must not be read as markup
+            Console(stderr=True).print(
+                f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False
+            )
             sys.exit(2)
 
     return wrapper

@@ -28,13 +28,24 @@ __all__ = [
 
 
 def record_fields(task) -> dict[str, str]:
-    """Field kinds the reader validates for a generate task."""
+    """Field kinds the reader validates for a generate task.
+
+    label_f1: a gold value must be a key of `label_map` (or, without one, one of `labels`), so a record the
+    task cannot map fails when read, naming its file and line.
+    """
+    from .data import Fields
+
     fields = {name: ("str" if i == 0 else "str?") for i, name in enumerate(task.text)}
     kind = "str_list" if task.metric == "keyword_f1" else ("label" if task.metric == "label_f1" else "str")
     fields[task.target] = kind
     if task.id:
         fields[task.id] = "label"
-    return fields
+    allowed = {}
+    if task.metric == "label_f1" and task.label_map:
+        allowed[task.target] = (list(task.label_map), "task.label_map")
+    elif task.metric == "label_f1" and task.labels:
+        allowed[task.target] = (list(task.labels), "task.labels")
+    return Fields(fields, allowed=allowed)
 
 
 def prompt_messages(task, record: Mapping) -> list[dict]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import reprlib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -20,8 +22,9 @@ from .base import Section
 from .data import DataConfig
 from .method import MethodConfig
 from .model import ModelConfig
-from .prompt import PromptConfig
+from .prompt import PromptConfig, prompt_problems
 from .task import TaskConfig
+from .text import decode_utf8
 from .train import EvalConfig, TrainConfig
 
 __all__ = [
@@ -48,19 +51,35 @@ class Recipe(Section):
     stage: Stage = "finetune"
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: str = Field("runs/run", description="Run folder written by this recipe.")
+    output: str = Field("runs/run", min_length=1, description="Run folder written by this recipe.")
     prompt: PromptConfig | None = Field(
         None, description="stage: prompt: how to ask the model (no training)."
     )
 
+    def problems(self) -> list[tuple[tuple, str]]:
+        """Checks across sections, as (key path, message): what no single section can see on its own."""
+        found = []
+        if self.stage == "prompt" and self.prompt is not None:
+            found += prompt_problems(self.prompt, self.task)
+        return found
 
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    """Apply dotted `key.sub=value` overrides (values parsed as YAML) to a raw recipe dict."""
+
+def apply_overrides(raw: dict, overrides: list[str] | None, source: str = "") -> dict:
+    """Apply dotted `key.sub=value` overrides (values parsed as YAML) to a raw recipe dict.
+
+    `source` (the recipe file) starts the messages of malformed overrides.
+    """
+    at = f"{source}: " if source else ""
     for item in overrides or []:
         if "=" not in item:
-            raise RecipeError(f"override {item!r}: expected dotted.key=value (e.g. train.lr=1e-4)")
+            raise RecipeError(f"{at}override {item!r}: expected dotted.key=value (e.g. train.lr=1e-4)")
         key, _, text = item.partition("=")
-        value = yaml.safe_load(text) if text else None
+        try:
+            value = yaml.safe_load(text) if text else None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise RecipeError(
+                f"{at}override {item!r}: the value is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -75,24 +94,63 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return raw
 
 
-def _yaml_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line number."""
+def _yaml_index(text: str) -> tuple[dict[tuple, int], list[tuple[int, str]]]:
+    """Map each key path in a YAML document to its 1-based line; also list keys given twice in one mapping.
+
+    YAML keeps the last of two equal keys without a word, so `lr:` written twice silently drops one value.
+    """
     lines: dict[tuple, int] = {}
+    twice: list[tuple[int, str]] = []  # (line, message)
+    walked: set[int] = set()  # an alias points at a node walked already: once is enough (and stays linear)
 
     def walk(node, path):
+        if id(node) in walked:
+            return
+        walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
             for key_node, value_node in node.value:
-                sub = (*path, key_node.value)
-                lines[sub] = key_node.start_mark.line + 1
+                key = _key(key_node)
+                sub = (*path, key)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    where = ".".join(map(str, sub))
+                    twice.append((line, f"key '{where}' is given twice (first on line {seen[key]})"))
+                else:
+                    seen[key] = line
+                lines[sub] = line
                 walk(value_node, sub)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[(*path, i)] = item.start_mark.line + 1
                 walk(item, (*path, i))
 
-    with contextlib.suppress(yaml.YAMLError):  # a YAML error is reported by safe_load with its own line
+    with contextlib.suppress(yaml.YAMLError, RecursionError):  # safe_load reports those with their line
         walk(yaml.compose(text), ())
-    return lines
+    return lines, twice
+
+
+def _key(node) -> Any:
+    """A mapping key as safe_load builds it (`1:` is the int 1, `lr:` the string 'lr')."""
+    if not isinstance(node, yaml.ScalarNode):
+        return str(node.value)
+    if node.tag == "tag:yaml.org,2002:str":
+        return node.value
+    try:
+        key = yaml.safe_load(node.value)
+    except yaml.YAMLError:
+        return node.value
+    return key if isinstance(key, str | int | float | bool) or key is None else node.value
+
+
+_REPR = reprlib.Repr()  # attributes, not keywords: Python 3.11
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 5, 5, 60, 60
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A bounded repr: a YAML alias can make a value that is huge when spelled out, but small in memory."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _models_in(annotation) -> list[type[BaseModel]]:
@@ -105,6 +163,14 @@ def _models_in(annotation) -> list[type[BaseModel]]:
     return found
 
 
+def _is_plain_union(annotation) -> bool:
+    """A union of two or more non-None types without a discriminator: pydantic names its branch in the loc."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return False  # our discriminated unions (method, task) are Annotated; their tags are handled apart
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(members) >= 2
+
+
 def _tag(model: type[BaseModel]) -> str | None:
     field = model.model_fields.get("type")
     args = typing.get_args(field.annotation) if field else ()
@@ -114,12 +180,18 @@ def _tag(model: type[BaseModel]) -> str | None:
 def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel]]]:
     """Follow a pydantic error location from the root model.
 
-    Returns the location as the YAML spells it (discriminator tags such as 'lora' in method.lora.r dropped)
-    and the models that can sit at its end.
+    Returns the location as the YAML spells it (discriminator tags such as 'lora' in method.lora.r dropped,
+    and the branch names of a plain union such as 'int' in eval.every.int) and the models that can sit at
+    its end.
     """
     shown: list = []
     candidates: list[type[BaseModel]] = [root]
+    branch_next = False
     for part in loc:
+        if branch_next and isinstance(part, str):
+            branch_next = False
+            continue
+        branch_next = False
         if isinstance(part, str) and not any(part in m.model_fields for m in candidates):
             tagged = [m for m in candidates if _tag(m) == part]
             if tagged:
@@ -127,6 +199,9 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel
                 continue
         shown.append(part)
         if isinstance(part, str):
+            branch_next = any(
+                _is_plain_union(m.model_fields[part].annotation) for m in candidates if part in m.model_fields
+            )
             candidates = [
                 sub
                 for m in candidates
@@ -136,40 +211,108 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel
     return tuple(shown), candidates
 
 
-def _format_errors(
-    exc: ValidationError, source: str, lines: dict[tuple, int], root: type[BaseModel], what: str
-) -> str:
-    messages = []
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The YAML line of `loc`, else of its nearest parent that has one."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _where(source: str, lines: dict[tuple, int], loc: tuple, overridden, exact: bool = False) -> str:
+    """`FILE:LINE` of a key path; `FILE (override a.b)` when a CLI override set it (or a section above it)."""
+    for path in overridden:
+        if loc[: len(path)] == path:
+            return f"{source} (override {'.'.join(map(str, path))}=...)"
+    line = lines.get(loc) if exact else _line_of(lines, loc)
+    return f"{source}:{line}" if line else source
+
+
+def _error_messages(
+    exc: ValidationError, source: str, lines: dict[tuple, int], root: type[BaseModel], overridden=()
+) -> list[str]:
+    messages: list[str] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "invalid_key"):
             parent, candidates = _walk(loc[:-1], root)
             loc = (*parent, loc[-1])
         else:
             loc, candidates = _walk(loc, root)
+        ctx = err.get("ctx") or {}
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a bad or missing `type:`
+            loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
         path = ".".join(str(p) for p in loc) or "(top level)"
-        where = f"{source}:{lines[loc]}" if loc in lines else source
+        where = _where(
+            source, lines, loc, overridden, exact=err["type"] in ("extra_forbidden", "invalid_key")
+        )
         if err["type"] == "extra_forbidden":
             valid = sorted({k for m in candidates for k in m.model_fields})
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f"; did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
             messages.append(f"{where}: unknown key '{path}'{hint} (valid here: {', '.join(valid)})")
+        elif err["type"] == "invalid_key":
+            parent = ".".join(map(str, loc[:-1])) or "(top level)"
+            messages.append(f"{where}: key {_short(loc[-1])} under {parent}: keys must be names (strings)")
+        elif err["type"] == "union_tag_invalid":
+            tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+            close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            messages.append(
+                f"{where}: {path}: unknown type {ctx.get('tag')!r}{hint} (choose one of: {', '.join(tags)})"
+            )
+        elif err["type"] == "union_tag_not_found":
+            messages.append(f"{where}: {path}: missing; this section needs a `type:`")
         else:
             value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            messages.append(f"{where}: {path}: {err['msg']}{shown}")
+            shown = "" if isinstance(value, dict) else f" (got {_short(value)})"
+            message = err["msg"].removeprefix("Value error, ")  # our own validators' words, as written
+            head = f"{where}: {path}: "
+            earlier = next((i for i, m in enumerate(messages) if m.startswith(head)), None)
+            if earlier is None:
+                messages.append(f"{head}{message}{shown}")
+            else:  # each branch of a union failed: one problem, said once
+                messages[earlier] = messages[earlier].removesuffix(shown) + f"; or: {message}{shown}"
+    return messages
+
+
+def _report(source: str, what: str, messages: list[str]) -> RecipeError:
     head = f"{source}: {len(messages)} problem(s) in the {what}:"
-    return "\n".join([head, *("  - " + m for m in messages)])
+    return RecipeError("\n".join([head, *("  - " + m for m in messages)]))
 
 
-def parse_config(raw: Any, root: type[M], source: str, text: str | None = None, what: str = "recipe") -> M:
-    """Validate a raw mapping into `root`, raising RecipeError that lists every problem with its YAML line."""
+def parse_config(
+    raw: Any,
+    root: type[M],
+    source: str,
+    text: str | None = None,
+    what: str = "recipe",
+    overrides: list[str] | None = None,
+) -> M:
+    """Validate a raw mapping into `root`, raising RecipeError that lists every problem with its YAML line
+    (or the CLI override, among `overrides`, that set it).
+
+    Beyond each field's own checks, a root may define `problems()`: checks across sections (a prompt
+    template's placeholders against the task's fields), as `(key path, message)` pairs.
+    """
     if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a {what} must be a mapping of sections, got {type(raw).__name__}")
+        shown = "nothing" if raw is None else type(raw).__name__
+        raise RecipeError(f"{source}: a {what} must be a mapping of sections (key: value lines), got {shown}")
+    lines, twice = _yaml_index(text or "")
+    overridden = [tuple(item.partition("=")[0].strip().split(".")) for item in overrides or []]
+    messages = [f"{source}:{line}: {message}" for line, message in twice]
     try:
-        return root.model_validate(raw)
+        config = root.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(_format_errors(exc, source, _yaml_lines(text or ""), root, what)) from None
+        found = _error_messages(exc, source, lines, root, overridden)
+        raise _report(source, what, messages + found) from None
+    except RecursionError:
+        raise RecipeError(f"{source}: the {what} is nested too deeply") from None
+    for loc, message in getattr(config, "problems", list)():
+        messages.append(f"{_where(source, lines, loc, overridden)}: {'.'.join(map(str, loc))}: {message}")
+    if messages:
+        raise _report(source, what, messages)
+    return config
 
 
 def load_config(
@@ -179,15 +322,43 @@ def load_config(
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: {what} file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, what)
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    raw = apply_overrides(raw, overrides) if isinstance(raw, dict) else raw
-    return parse_config(raw, root, str(path), text, what)
+        raise RecipeError(f"{path}{_yaml_line(exc, text)}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: not valid YAML: nested too deeply") from None
+    if raw is None:
+        example = ", e.g. model: and task:" if what == "recipe" else ""
+        raise RecipeError(f"{path}: the {what} is empty (expected key: value lines{example})")
+    raw = apply_overrides(raw, overrides, str(path)) if isinstance(raw, dict) else raw
+    return parse_config(raw, root, str(path), text, what, overrides)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: the {what} cannot be read: {exc.strerror or exc}") from None
+    text, line, why = decode_utf8(data)
+    if text is None:
+        raise RecipeError(f"{path}:{line}: the {what} is not readable: {why}; save it as UTF-8")
+    return text
+
+
+def _yaml_line(exc: yaml.YAMLError, text: str) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        return f":{mark.line + 1}"
+    position = getattr(exc, "position", None)  # a ReaderError (a control character) has only a position
+    return f":{text.count(chr(10), 0, position) + 1}" if isinstance(position, int) else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"control character {exc.character!r} is not allowed"
+    return str(getattr(exc, "problem", None) or exc)
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:

@@ -1,10 +1,24 @@
 """`prompt:` how `stage: prompt` asks a pretrained model for answers without changing any weight."""
 
-from typing import Literal
+import difflib
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Section
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")  # {field}; {mask} is the verbalizer's slot
+MASK = "{mask}"
+
+
+def _word(word: str) -> str:
+    if not word.strip():
+        raise ValueError("a label word must not be empty or blank")
+    return word
+
+
+LabelWords = Annotated[list[Annotated[str, AfterValidator(_word)]], Field(min_length=1)]
 
 
 class PromptConfig(Section):
@@ -33,7 +47,7 @@ class PromptConfig(Section):
         description="How one example is written, with {field} placeholders (and {mask} for the verbalizer: "
         "where the label word goes). Default: the task's text fields, one per line.",
     )
-    verbalizer: dict[str, list[str]] | None = Field(
+    verbalizer: dict[str, LabelWords] | None = Field(
         None, description="label -> label words (verbalizer mode; default: each label's own name)."
     )
     aggregate: Literal["logsumexp", "mean"] = Field(
@@ -70,10 +84,55 @@ class PromptConfig(Section):
             return 0
         return self.k if self.k is not None else (4 if self.mode == "few_shot" else 0)
 
+    @field_validator("template")
+    @classmethod
+    def _mask_slot(cls, template: str | None, info: ValidationInfo):
+        mode = info.data.get("mode")
+        if template is None or mode is None:
+            return template
+        if mode == "verbalizer" and template.count(MASK) != 1:
+            found = template.count(MASK)
+            raise ValueError(
+                f"a verbalizer template needs exactly one {MASK} where the label word goes ({found} found)"
+            )
+        if mode != "verbalizer" and MASK in template:
+            raise ValueError(
+                f"{MASK} is the verbalizer's slot; mode {mode} writes the answer after the template"
+            )
+        return template
+
     @model_validator(mode="after")
     def _check(self):
-        if self.mode == "verbalizer" and self.template is not None and "{mask}" not in self.template:
-            raise ValueError("verbalizer template needs a {mask} placeholder where the label word goes")
-        if self.verbalizer is not None and not all(self.verbalizer.values()):
-            raise ValueError("every verbalizer label needs at least one word")
+        if self.mode == "cot" and self.n_demos and not self.rationale:
+            raise ValueError(
+                "rationale: few-shot chain-of-thought (k > 0) needs the field holding each demo's reasoning"
+            )
         return self
+
+
+def prompt_problems(prompt: PromptConfig, task) -> list[tuple[tuple, str]]:
+    """What `prompt:` asks of `task:`: a single-label classify or pair task, templates over its text fields,
+    verbalizer labels equal to the task's labels. As (key path, message) pairs."""
+    if task.type not in ("classify", "pair") or getattr(task, "multi_label", False):
+        kind = "multi-label classify" if task.type == "classify" else repr(task.type)
+        return [(("task", "type"), f"stage prompt handles single-label classify and pair, not {kind}")]
+    found = []
+    fields = [task.text_a, task.text_b] if task.type == "pair" else list(task.text)
+    named = "task.text_a, task.text_b" if task.type == "pair" else "task.text"
+    for name in dict.fromkeys(PLACEHOLDER.findall(prompt.template or "")):
+        if name != "mask" and name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"; did you mean {{{close[0]}}}?" if close else ""
+            found.append(
+                (
+                    ("prompt", "template"),
+                    f"placeholder {{{name}}} is not one of the task's text fields ({named}: "
+                    f"{', '.join(fields)}){hint}",
+                )
+            )
+    labels = getattr(task, "labels", None)
+    words = prompt.verbalizer
+    if prompt.mode == "verbalizer" and words is not None and labels and set(words) != set(labels):
+        message = f"labels {sorted(words)} differ from task.labels {sorted(labels)}"
+        found.append((("prompt", "verbalizer"), message))
+    return found

@@ -2,18 +2,29 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from .base import Section
+
+Name = Annotated[str, StringConstraints(min_length=1)]  # a record field name
+FieldNames = Annotated[list[Name], Field(min_length=1)]
 
 
 def _as_list(value):
     return [value] if isinstance(value, str) else value
 
 
+def _unique(labels):
+    if labels is not None:
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"labels must be distinct; given more than once: {', '.join(twice)}")
+    return labels
+
+
 class ClassifyTask(Section):
     type: Literal["classify"] = "classify"
-    text: list[str] = Field(["text"], description="Field(s) joined into the input text.")
+    text: FieldNames = Field(["text"], description="Field(s) joined into the input text.")
     label: str = Field("label", description="Field holding the label (a list of labels when multi_label).")
     labels: list[str] | None = Field(None, description="Label set in order; default: sorted labels of train.")
     multi_label: bool = Field(False, description="Each example may carry several labels.")
@@ -21,6 +32,7 @@ class ClassifyTask(Section):
     separator: str = Field("\n", description="Joins several text fields.")
 
     _list = field_validator("text", mode="before")(_as_list)
+    _distinct = field_validator("labels")(_unique)
 
 
 class PairTask(Section):
@@ -31,6 +43,8 @@ class PairTask(Section):
     labels: list[str] | None = None
     id: str | None = None
 
+    _distinct = field_validator("labels")(_unique)
+
 
 class TagTask(Section):
     type: Literal["tag"] = "tag"
@@ -39,12 +53,14 @@ class TagTask(Section):
     labels: list[str] | None = Field(None, description="Tag set; default: from train.")
     id: str | None = None
 
+    _distinct = field_validator("labels")(_unique)
+
 
 class KeywordsTask(Section):
     """Keyword extraction as BIO tagging of keyword mentions in the text, decoded back to a keyword list."""
 
     type: Literal["keywords"] = "keywords"
-    text: list[str] = Field(["title", "abstract"], description="Field(s) the keywords are found in.")
+    text: FieldNames = Field(["title", "abstract"], description="Field(s) the keywords are found in.")
     keywords: str = Field("keywords", description="Field with the list of gold keywords.")
     id: str | None = None
 
@@ -79,7 +95,7 @@ class GenerateTask(Section):
 
     type: Literal["generate"] = "generate"
     instruction: str = Field(description="Instruction put before the input fields.")
-    text: list[str] = Field(["text"], description="Input field(s).")
+    text: FieldNames = Field(["text"], description="Input field(s).")
     target: str = Field("label", description="Field with the expected output.")
     metric: Literal["label_f1", "keyword_f1", "rouge_l"] = Field("rouge_l")
     labels: list[str] | None = Field(
@@ -94,6 +110,18 @@ class GenerateTask(Section):
     id: str | None = None
 
     _list = field_validator("text", mode="before")(_as_list)
+    _distinct = field_validator("labels")(_unique)
+
+    @model_validator(mode="after")
+    def _outputs_are_labels(self):
+        if self.label_map and self.labels:
+            stray = [v for v in dict.fromkeys(self.label_map.values()) if v not in self.labels]
+            if stray:
+                raise ValueError(
+                    f"label_map maps to {', '.join(map(repr, stray))}, which task.labels does not list "
+                    f"({', '.join(self.labels)})"
+                )
+        return self
 
 
 TaskConfig = Annotated[

@@ -7,12 +7,13 @@ load_split(None, "data/test.csv", fields)       # a file path works as a split t
 """
 
 from .check import check_file, summary_lines
-from .fields import KINDS, SHAPES, guess_shape, shape_fields, validate_record, validate_records
+from .fields import KINDS, SHAPES, Fields, guess_shape, shape_fields, validate_record, validate_records
 from .load import available_splits, load_split, split_file, subset
-from .readers import FORMATS, Record, read_records
+from .readers import FORMATS, Record, no_records, read_records
 
 __all__ = [
     "FORMATS",
+    "Fields",
     "KINDS",
     "SHAPES",
     "Record",
@@ -20,6 +21,7 @@ __all__ = [
     "check_file",
     "guess_shape",
     "load_split",
+    "no_records",
     "read_records",
     "shape_fields",
     "split_file",

@@ -6,19 +6,21 @@ from collections import Counter
 from pathlib import Path
 
 from .fields import SHAPES, guess_shape, validate_records
-from .readers import read_records
+from .readers import no_records, read_records
 
 
 def check_file(path: str | Path, shape: str | None = None) -> dict:
     """Read `path` (and validate it as `shape`, if given); a summary: count, shape, fields and their types.
 
-    Raises `DataError` naming the file, line and field of the first bad record.
+    Raises `DataError` naming the file, line and field of the first bad record, or saying it has none.
     """
     if shape is not None and shape not in SHAPES:
         from ..errors import DataError
 
         raise DataError(f"--shape: unknown shape {shape!r}; shapes: {', '.join(SHAPES)}")
     records = read_records(path)
+    if not records:
+        raise no_records(path)
     if shape is not None:
         validate_records(records, SHAPES[shape])
     present: Counter = Counter()

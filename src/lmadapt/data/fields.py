@@ -3,7 +3,9 @@
 A task asks for fields as `{field name: kind}`; `validate_records` checks every record against it and
 returns normalized copies (labels as strings, JSON-encoded CSV cells parsed, optional fields filled).
 Kinds: str, label, labels, str_list, tags, messages, span, history, chat, responses, scores, any;
-a trailing "?" makes any kind optional (a missing value becomes "", [] or None).
+a trailing "?" makes any kind optional (a missing value becomes "", [] or None). A `Fields` mapping can also
+name the only values a field may hold (a recipe's `task.labels`, the keys of `task.label_map`), so a record
+outside them fails when read, naming its file and line, not later inside training.
 """
 
 from __future__ import annotations
@@ -197,6 +199,18 @@ def check_kinds(fields: Mapping[str, str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- validation
+class Fields(dict):
+    """`{field name: kind}`, plus for some fields the only values allowed and where that list comes from.
+
+    `Fields({"text": "str", "label": "label"}, allowed={"label": (["neg", "pos"], "task.labels")})`: a label,
+    or each item of a labels / tags list, must be one of the allowed values.
+    """
+
+    def __init__(self, kinds=(), allowed: Mapping[str, tuple[Sequence[str], str]] | None = None):
+        super().__init__(kinds)
+        self.allowed = {name: (list(values), source) for name, (values, source) in (allowed or {}).items()}
+
+
 def validate_record(record: Mapping, fields: Mapping[str, str], where: str) -> dict:
     """One record checked against `fields`; a normalized copy (other fields kept as they are)."""
     out = dict(record)
@@ -219,8 +233,21 @@ def validate_record(record: Mapping, fields: Mapping[str, str], where: str) -> d
             raise DataError(
                 f"{where}: field {name!r}: expected {expected}, got {describe(value)}{detail}"
             ) from None
+    _check_allowed(out, getattr(fields, "allowed", {}), where)
     _cross_check(out, fields, where)
     return out
+
+
+def _check_allowed(out: dict, allowed: Mapping[str, tuple[list[str], str]], where: str) -> None:
+    for name, (values, source) in allowed.items():
+        value = out.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if item in (None, "") or item in values:
+                continue
+            shown = ", ".join(values[:20]) + (", ..." if len(values) > 20 else "")
+            close = difflib.get_close_matches(str(item), values, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"{where}: field {name!r}: {describe(item)} is not in {source} ({shown}){hint}")
 
 
 def _missing_hint(name: str, record: Mapping) -> str:
@@ -228,7 +255,9 @@ def _missing_hint(name: str, record: Mapping) -> str:
     if not keys:
         return " (the record is empty)"
     close = difflib.get_close_matches(name, keys, n=1)
-    shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
+    shown = ", ".join(k if len(k) <= 40 else k[:37] + "..." for k in keys[:12]) + (
+        ", ..." if len(keys) > 12 else ""
+    )
     return f" (record has {shown}" + (f"; did you mean {close[0]!r}?)" if close else ")")
 
 

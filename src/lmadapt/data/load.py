@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .fields import check_kinds, validate_records
-from .readers import FORMATS, Record, read_records
+from .readers import FORMATS, Record, no_records, read_records
 
 
 def load_split(
@@ -24,7 +24,8 @@ def load_split(
 
     `split` is a file path (.jsonl .json .csv .tsv .parquet) or a split name inside `source` (a catalog
     dataset, a folder holding `{split}.jsonl` etc., or a Hub id). `limit` keeps a seeded random subset in
-    the original order. Raises `DataError("FILE:LINE: field 'x': expected ..., got ...")`.
+    the original order. Raises `DataError("FILE:LINE: field 'x': expected ..., got ...")`, and for a split
+    file that holds no records (an empty split is a mistake; leave the split out with `null` instead).
     """
     if split is None:
         return []
@@ -64,11 +65,18 @@ def available_splits(folder: str | Path) -> list[str]:
     return sorted({p.stem for p in files if p.name != "manifest.json"})
 
 
+def _read_file(path: Path) -> list[Record]:
+    records = read_records(path)
+    if not records:
+        raise no_records(path)
+    return records
+
+
 def _read_split(source: str | None, split: str) -> list[Record]:
     path = Path(split).expanduser()
     # a stray file named like a split (`./train`) must not shadow the source's split
     if path.is_file() and (source is None or path.suffix.lower() in FORMATS):
-        return read_records(path)
+        return _read_file(path)
     if source is None:
         if path.suffix.lower() in FORMATS or "/" in split:
             raise DataError(f"{split}: no such file")
@@ -78,7 +86,7 @@ def _read_split(source: str | None, split: str) -> list[Record]:
     resolved = resolve_dataset(source)
     folder = Path(resolved).expanduser()
     if folder.is_dir():
-        return read_records(split_file(folder, split))
+        return _read_file(split_file(folder, split))
     if folder.is_file():
         raise DataError(f"{source}: data.source is a file; give files as the train/eval/test splits instead")
     if path.suffix.lower() in FORMATS:

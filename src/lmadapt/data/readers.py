@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
+from ..config.text import decode_utf8
 from ..errors import DataError
 
 FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -48,13 +50,53 @@ def read_records(path: str | Path) -> list[Record]:
     return _read_csv(path, text, "\t" if suffix == ".tsv" else ",")
 
 
+def no_records(path: str | Path) -> DataError:
+    """The error for a data file that holds no records: empty, blank lines only, `[]`, or a header only."""
+    path = Path(path)
+    why = (
+        "the file is empty"
+        if path.is_file() and path.stat().st_size == 0
+        else "nothing but a header or blanks"
+    )
+    return DataError(f"{path}: no records ({why})")
+
+
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    """The file as text: UTF-8, with or without a byte-order mark (Excel writes one)."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    text, line, why = decode_utf8(data)
+    if text is None:
+        raise DataError(f"{path}:{line}: {why}; save the file as UTF-8")
+    return text
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a \ud800-\udfff escape: valid only as half of a pair
+
+
+def _loads(path: Path, line: int, text: str):
+    """One JSON value; syntax errors and absurd nesting become a DataError naming the line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{line}: not valid JSON: {exc.msg} (col {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{line}: not valid JSON: nested too deeply") from None
+    _check_unicode(path, line, text, value)
+    return value
+
+
+def _check_unicode(path: Path, line: int, text: str, value) -> None:
+    """JSON may escape half a surrogate pair (\\ud800), which is no character: reject it here, not when printed."""
+    if not _SURROGATE.search(text):
+        return
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode("ascii")
+        raise DataError(f"{path}:{line}: not valid text: {bad} is half of a UTF-16 surrogate pair") from None
 
 
 def _object(path: Path, line: int, value) -> Record:
@@ -69,11 +111,7 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON: {exc.msg} (col {exc.colno})") from None
-        records.append(_object(path, number, value))
+        records.append(_object(path, number, _loads(path, number, line)))
     return records
 
 
@@ -102,7 +140,10 @@ def _read_json(path: Path, text: str) -> list[Record]:
             if exc.msg == "Extra data":  # one object per line: JSON Lines under a .json name
                 return _read_jsonl(path, text)
             raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (col {exc.colno})") from None
-        keys = ", ".join(map(repr, list(whole)[:5]))
+        except RecursionError:
+            raise DataError(f"{path}:1: not valid JSON: nested too deeply") from None
+        _check_unicode(path, 1, text, whole)
+        keys = ", ".join(_short(key) for key in list(whole)[:5])
         raise DataError(
             f"{path}:1: expected a JSON list of records [{{...}}, ...], got one object (keys {keys})"
         )
@@ -113,12 +154,15 @@ def _read_json(path: Path, text: str) -> list[Record]:
     if i < n and text[i] == "]":
         return []
     while True:
+        line += text.count("\n", counted, i)  # counted incrementally: whole-file cost stays linear
+        counted = i
         try:
             value, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (col {exc.colno})") from None
-        line += text.count("\n", counted, i)  # counted incrementally: whole-file cost stays linear
-        counted = i
+        except RecursionError:
+            raise DataError(f"{path}:{line}: not valid JSON: nested too deeply") from None
+        _check_unicode(path, line, text[i:end], value)
         records.append(_object(path, line, value))
         i = skip(end)
         if i < n and text[i] == "]":
@@ -163,6 +207,11 @@ def _read_csv(path: Path, text: str, delimiter: str) -> list[Record]:
         # a short row leaves its last columns out, which validation reports as missing fields by name
         records.append(Record(zip(header, row, strict=False), f"{path}:{start}", start))
     return records
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_parquet(path: Path) -> list[Record]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-MASK = "{mask}"
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from ..config.prompt import MASK
+from ..config.prompt import PLACEHOLDER as _PLACEHOLDER
 
 
 def default_template(fields: Sequence[str], with_mask: bool = False) -> str:
@@ -23,7 +23,9 @@ def placeholders(template: str) -> list[str]:
 
 
 def fill(template: str, values: Mapping[str, object], keep_mask: bool = True) -> str:
-    """Replace {field} placeholders by record values; {mask} stays (or becomes `values['mask']`)."""
+    """Replace {field} placeholders by record values; {mask} stays (or becomes `values['mask']`).
+
+    A value's own literal "{mask}" is written "{ mask }", so the template's slot stays the only one."""
 
     def sub(match: re.Match) -> str:
         name = match.group(1)
@@ -31,7 +33,8 @@ def fill(template: str, values: Mapping[str, object], keep_mask: bool = True) ->
             return MASK
         if name not in values:
             raise KeyError(name)
-        return str(values[name])
+        # a record's own "{mask}" is text, not the slot: keep it from being taken for one
+        return str(values[name]).replace(MASK, "{ mask }")
 
     return _PLACEHOLDER.sub(sub, template)
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from ..errors import DataError, RecipeError
 from .text import MASK
 
 Kind = Literal["masked", "causal"]
@@ -83,7 +84,7 @@ class Verbalizer:
         self.aggregate, self.chat = aggregate, chat
         self.max_length, self.batch_size = max_length, batch_size
         if kind == "masked" and tokenizer.mask_token_id is None:
-            raise ValueError("a masked-LM verbalizer needs a tokenizer with a mask token")
+            raise RecipeError("prompt.mode verbalizer: a masked LM needs a tokenizer with a mask token")
         # Causal prompts ending in a space are cut there; the space joins the word (' good' is one BPE token).
         self._word_ids = {(label, w): self._tokenize_word(w, lead_space=False) for label, w in self._pairs()}
         self._word_ids_spaced = {
@@ -97,13 +98,18 @@ class Verbalizer:
         text = (" " + word) if lead_space and self.kind == "causal" else word
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
-            raise ValueError(f"label word {word!r} has no tokens")
+            raise RecipeError(
+                f"prompt.verbalizer: label word {word!r} has no tokens in this model's vocabulary"
+            )
         return ids
 
     # ------------------------------------------------------------------ prompt -> token ids
     def _split(self, prompt: str) -> tuple[str, str]:
-        if prompt.count(MASK) != 1:
-            raise ValueError(f"a verbalizer prompt needs exactly one {MASK} slot: {prompt[:80]!r}")
+        if prompt.count(MASK) != 1:  # the template has one (checked with the recipe): a record brought more
+            raise DataError(
+                f"a record's text holds the literal {MASK}, which marks where the label word goes: "
+                f"{prompt[:80]!r}"
+            )
         prefix, suffix = prompt.split(MASK)
         return prefix, suffix
 

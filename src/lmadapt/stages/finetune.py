@@ -85,7 +85,27 @@ def load_task_data(recipe, task) -> dict[str, list[dict]]:
     labels = task.fit_labels(splits["train"])
     if labels is not None and hasattr(recipe.task, "labels"):
         recipe.task.labels = labels
+    if recipe.task.type in ("classify", "pair"):
+        check_labels_known(task, splits, labels)
+    golds = [task.gold(r) for r in splits["train"][:2]]
+    task.select(task.score(golds, golds), recipe.eval.metrics)  # an unknown eval.metrics fails now, not later
     return splits
+
+
+def check_labels_known(task, splits: dict[str, list[dict]], labels: list[str]) -> None:
+    """Every eval/test label must be one the head is built for (read from train, or task.labels)."""
+    known = set(labels)
+    for name in ("eval", "test"):
+        for record in splits[name]:
+            gold = task.gold(record)
+            unseen = [v for v in (gold if isinstance(gold, list) else [gold]) if v not in known]
+            if unseen:
+                where = getattr(record, "where", "") or f"data.{name}"
+                raise RecipeError(
+                    f"{where}: {task.cfg.label}: label {unseen[0]!r} is not among the labels the model "
+                    f"is trained for ({', '.join(sorted(known))}); add training examples of it, or list "
+                    "every label in task.labels"
+                )
 
 
 def build_trainer(recipe, task, model, tokenizer, splits, encoded, collator, best_metric, output_dir: Path):

@@ -43,6 +43,14 @@ class Task:
         """Field name -> kind, for `load_split`."""
         raise NotImplementedError
 
+    def gold_fields(self, fields: dict[str, str], gold: str | None) -> dict[str, str]:
+        """`fields`, where the recipe lists the labels, with the gold field held to them (checked on read)."""
+        if gold is None or not self.labels:
+            return fields
+        from ..data import Fields
+
+        return Fields(fields, allowed={gold: (self.labels, "task.labels")})
+
     def id_fields(self) -> dict[str, str]:
         # optional: records without an id are numbered by position
         return {self.cfg.id: "label?"} if getattr(self.cfg, "id", None) else {}

@@ -27,7 +27,7 @@ class ClassifyTask(Task):
         fields = {first: "str"} | {name: "str?" for name in rest} | self.id_fields()
         if with_gold:
             fields[self.cfg.label] = "labels" if self.multi_label else "label"
-        return fields
+        return self.gold_fields(fields, self.cfg.label if with_gold else None)
 
     def text(self, record: dict) -> str:
         return self.cfg.separator.join(record.get(name) or "" for name in self.cfg.text)

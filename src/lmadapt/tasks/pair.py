@@ -17,7 +17,7 @@ class PairTask(ClassifyTask):
         fields = {self.cfg.text_a: "str", self.cfg.text_b: "str"} | self.id_fields()
         if with_gold:
             fields[self.cfg.label] = "label"
-        return fields
+        return self.gold_fields(fields, self.cfg.label if with_gold else None)
 
     def texts(self, record: dict) -> tuple[str, str]:
         return record[self.cfg.text_a], record[self.cfg.text_b]

@@ -45,7 +45,7 @@ class TagTask(Task):
         fields = {self.cfg.tokens: "str_list"} | self.id_fields()
         if with_gold:
             fields[self.cfg.tags] = "tags"
-        return fields
+        return self.gold_fields(fields, self.cfg.tags if with_gold else None)
 
     def words(self, record: dict) -> list[str]:
         return list(record[self.cfg.tokens])
