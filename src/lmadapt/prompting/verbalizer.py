@@ -33,14 +33,15 @@ def load_lm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool =
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from ..sources import resolve_model
+    from ..sources import model_load_errors, resolve_model
 
     path = resolve_model(name_or_path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    masked = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and tokenizer.mask_token is not None
-    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    with model_load_errors(name_or_path):  # a folder that is not a model: a clear error, no traceback
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        masked = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and tokenizer.mask_token is not None
+        auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     model.eval()
     return model, tokenizer, ("masked" if masked else "causal")
 

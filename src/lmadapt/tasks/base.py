@@ -122,20 +122,22 @@ def build_model(model_cfg, task: Task, seed: int = 0):
     import torch
     import transformers
 
-    from ..sources import resolve_model
+    from ..sources import model_load_errors, resolve_model
 
     path = resolve_model(model_cfg.name)
     common = {"trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.revision:
         common["revision"] = model_cfg.revision
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+    with model_load_errors(model_cfg.name):  # a folder that is not a model: a clear error, no traceback
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
     if not tokenizer.is_fast:
         raise RecipeError(f"model {model_cfg.name!r}: a fast tokenizer is needed (offsets and word ids)")
     head_cls = getattr(transformers, task.head)
     torch.manual_seed(seed)
-    model = head_cls.from_pretrained(
-        path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **common
-    )
+    with model_load_errors(model_cfg.name):
+        model = head_cls.from_pretrained(
+            path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **common
+        )
     if tokenizer.pad_token is None:  # decoder tokenizers: pad with EOS so batches can be padded
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
