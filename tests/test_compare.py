@@ -67,16 +67,37 @@ def tiny_setup(tmp_path_factory):
 
 
 def test_prompt_stage_writes_a_run_folder_with_metrics_and_cost(tiny_setup):
-    _, path = tiny_setup
+    root, path = tiny_setup
     recipe = load_recipe(path)
     run = run_stage(recipe)
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["final"]["test"]["accuracy"] <= 1.0
+    # The verbalizer, by hand: P(label) = softmax over labels of logsumexp of its words' log-probs at [MASK].
+    tok = BertTokenizerFast.from_pretrained(root / "model")
+    model = AutoModelForMaskedLM.from_pretrained(root / "model").eval()
+    records = [json.loads(line) for line in (root / "data" / "test.jsonl").read_text().splitlines()]
+    words = {"neg": ["bad", "awful", "terrible"], "pos": ["great", "good"]}  # labels in sorted order
+    expected = {}
+    for r in records:
+        enc = tok(f"review : {r['text']} . it was {tok.mask_token} .", return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0, enc["input_ids"][0].tolist().index(tok.mask_token_id)]
+        log_probs = logits.log_softmax(-1)
+        scores = torch.stack(
+            [log_probs[tok.convert_tokens_to_ids(ws)].logsumexp(-1) for ws in words.values()]
+        )
+        expected[r["id"]] = (r["label"], scores.softmax(-1).tolist(), list(words)[int(scores.argmax())])
     assert metrics["cost"]["trainable_params"] == 0 and metrics["cost"]["train_seconds"] == 0.0
     assert metrics["cost"]["total_params"] > 0 and metrics["cost"]["infer_examples_per_s"] > 0
     preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 5 and {p["prediction"] for p in preds} <= {"pos", "neg"}
     assert all(abs(sum(p["probs"]) - 1) < 1e-3 for p in preds)
+    for p in preds:
+        gold, probs, predicted = expected[p["id"]]
+        assert (p["gold"], p["prediction"]) == (gold, predicted)
+        assert p["probs"] == pytest.approx(probs, abs=1e-3)
+    hits = sum(gold == predicted for gold, _, predicted in expected.values())
+    assert metrics["final"]["test"]["accuracy"] == pytest.approx(hits / len(records))
     assert finished_run(load_recipe(path))  # config.yaml (labels filled in) matches the recipe
 
 

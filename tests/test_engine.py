@@ -19,7 +19,7 @@ def engine():
     return Engine(tiny_llama(tok), tok)
 
 
-def manual_greedy(engine, prompt: str, n: int) -> str:
+def manual_greedy_ids(engine, prompt: str, n: int) -> list[int]:
     """Reference greedy decoding: one unpadded forward per new token, argmax, stop at EOS."""
     ids = engine.encode(prompt)
     eos = set(engine._eos_ids())
@@ -31,7 +31,19 @@ def manual_greedy(engine, prompt: str, n: int) -> str:
             if nxt in eos:
                 break
             new.append(nxt)
-    return engine.tokenizer.decode(new, skip_special_tokens=True)
+    return new
+
+
+def manual_greedy(engine, prompt: str, n: int) -> str:
+    return engine.tokenizer.decode(manual_greedy_ids(engine, prompt, n), skip_special_tokens=True)
+
+
+def sequence_log_prob(engine, prompt: str, new: list[int]) -> float:
+    """Sum of the model's log-probabilities of the tokens `new` after `prompt` (what beam search maximises)."""
+    ids = engine.encode(prompt)
+    with torch.no_grad():
+        log_probs = engine.model(input_ids=torch.tensor([ids + new])).logits[0].log_softmax(-1)
+    return sum(float(log_probs[len(ids) - 1 + k, t]) for k, t in enumerate(new))
 
 
 def test_batched_left_padded_greedy_matches_one_by_one(engine):
@@ -55,6 +67,18 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(engine):
 def test_beam_search_and_repetition_penalty(engine):
     beams = engine.generate(PROMPTS[:2], max_new_tokens=6, num_beams=3)
     assert len(beams) == 2 and all(isinstance(b, str) for b in beams)
+    for prompt, text in zip(PROMPTS[:2], beams, strict=True):
+        ids = torch.tensor([engine.encode(prompt)])
+        with torch.no_grad():  # the best beam of an unpadded, one-prompt beam search
+            direct = engine.model.generate(
+                ids, attention_mask=torch.ones_like(ids), num_beams=3, max_new_tokens=6, do_sample=False,
+                pad_token_id=engine.tokenizer.pad_token_id, eos_token_id=engine._eos_ids(),
+            )  # fmt: skip
+        best = direct[0, ids.shape[1] :].tolist()
+        assert text == engine.tokenizer.decode(best, skip_special_tokens=True)
+        greedy_ids = manual_greedy_ids(engine, prompt, 6)
+        assert text != manual_greedy(engine, prompt, 6)  # the beams found another, likelier continuation
+        assert sequence_log_prob(engine, prompt, best) > sequence_log_prob(engine, prompt, greedy_ids)
     greedy = engine.generate(PROMPTS, max_new_tokens=16)
     penalised = engine.generate(PROMPTS, max_new_tokens=16, repetition_penalty=5.0)
     assert penalised != greedy  # a random tiny model repeats itself; the penalty changes that

@@ -371,3 +371,20 @@ def test_freeze_mean_pooling_ignores_padding_and_differs_from_cls():
     cls_model = apply_method(build("bert", "seq_cls"), FreezeMethod(pooling="cls"), "seq_cls").eval()
     assert type(cls_model.base_model.pooler).__name__ == "BertPooler"
     assert type(model.base_model.pooler).__name__ == "MeanPooler"
+    # Numerically: the same backbone (same seed), but the head reads the mean of the 4 real token states
+    # (by hand), not BERT's pooler over [CLS]; the two pooled vectors, and so the logits, differ.
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        mean_out = model.base_model(input_ids=padded, attention_mask=mask)
+        cls_out = cls_model.base_model(input_ids=padded, attention_mask=mask)
+        cls_logits = cls_model(input_ids=padded, attention_mask=mask).logits
+        states = mean_out.last_hidden_state[0, :4]
+        bert_pooler = cls_model.base_model.pooler
+        by_hand_cls = bert_pooler.activation(bert_pooler.dense(cls_out.last_hidden_state[:, 0]))
+        by_hand_logits = model.classifier(states.mean(0, keepdim=True))
+    torch.testing.assert_close(cls_out.last_hidden_state, mean_out.last_hidden_state)
+    torch.testing.assert_close(mean_out.pooler_output[0], states.mean(0))
+    torch.testing.assert_close(cls_out.pooler_output, by_hand_cls)
+    torch.testing.assert_close(with_pad, by_hand_logits)
+    assert (mean_out.pooler_output - cls_out.pooler_output).abs().max() > 0.1
+    assert (with_pad - cls_logits).abs().max() > 1e-2

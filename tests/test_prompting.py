@@ -213,10 +213,11 @@ def llama_folder(llama, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["zero_shot", "few_shot", "cot", "verbalizer"])
-def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode):
+def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode, monkeypatch):
     import json
 
     from lmadapt.config import parse_recipe
+    from lmadapt.infer.engine import Engine
     from lmadapt.stages import run_stage
 
     records = [
@@ -240,26 +241,32 @@ def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode
         prompt |= {"k": 1, "rationale": "why"}
     if mode == "verbalizer":
         prompt |= {"calibrate": True}
-    recipe = parse_recipe(
-        {
-            "model": str(llama_folder),
-            "task": {"type": "classify", "text": ["text"]},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "eval": None,
-                "test": str(tmp_path / "train.jsonl"),
-            },
-            "stage": "prompt",
-            "prompt": prompt,
-            "train": {"max_length": 48},
-            "output": str(tmp_path / "run"),
-        }
-    )
+    raw = {
+        "model": str(llama_folder),
+        "task": {"type": "classify", "text": ["text"]},
+        "data": {
+            "train": str(tmp_path / "train.jsonl"),
+            "eval": None,
+            "test": str(tmp_path / "train.jsonl"),
+        },
+        "stage": "prompt",
+        "prompt": prompt,
+        "train": {"max_length": 48},
+        "output": str(tmp_path / "run"),
+    }
+    recipe = parse_recipe(raw)
     run = run_stage(recipe)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["final"]["test"]) >= {"accuracy", "f1_macro"}
     preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 4 and all(p["prediction"] in {"pos", "neg", ""} for p in preds)
+    # Exactly: the word-level vocabulary cannot spell "pos" or "neg", so no answer names a label (unparseable:
+    # "", counted wrong), and both verbalizer words are <unk>: equal scores, the tie goes to the first label.
+    if mode == "verbalizer":
+        assert [p["prediction"] for p in preds] == ["neg"] * 4
+        assert all(p["probs"] == [0.5, 0.5] for p in preds)
+    else:
+        assert [p["prediction"] for p in preds] == [""] * 4 and metrics["final"]["test"]["accuracy"] == 0.0
     example = (run / "prompt_example.txt").read_text()
     if mode == "few_shot":  # 4 demonstrations (the default k) from train, then the query
         assert example.count("Answer:") == 5
@@ -268,3 +275,20 @@ def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode
         assert "accuracy without calibration" in (run / "log.txt").read_text()
     if mode == "cot":
         assert "So the answer is" in example and all("reasoning" in p for p in preds)
+    if mode != "verbalizer":  # a controlled case: scripted answers, parsed into the label each names first
+        script = {
+            "the movie was great": "pos",
+            "bad plot": "It is NEG.",
+            "very good": "positive",
+            "awful actors": "neg or pos",
+        }
+
+        def answer(self, prompts, **options):  # the query: the record text that comes last in the prompt
+            texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+            return [script[max(script, key=text.rfind)] for text in texts]
+
+        monkeypatch.setattr(Engine, "generate", answer)
+        run = run_stage(parse_recipe(raw | {"output": str(tmp_path / "scripted")}))
+        preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+        assert [p["prediction"] for p in preds] == ["pos", "neg", "", "neg"]  # "positive" names no label
+        assert json.loads((run / "metrics.json").read_text())["final"]["test"]["accuracy"] == 0.75

@@ -347,6 +347,13 @@ def test_chinese_seed_file(tmp_path):
         make_cfg(tmp_path, seeds, target=2, language="zh", max_rounds=3), backend=backend, progress=False
     )
     assert backend.prompts[0].startswith("请想出一系列任务：\n任务 1：") or "任务 1:" in backend.prompts[0]
+    # The first prompt is the Chinese template: its header, then every seed as "任务 i: ...", then "任务 5:".
+    lines = backend.prompts[0].split("\n")
+    assert lines[0] == "请想出一系列任务："
+    numbered = [re.fullmatch(r"任务 (\d+): (.+)", line) for line in lines[1:-1]]
+    assert [m.group(1) for m in numbered] == ["1", "2", "3", "4"]
+    assert sorted(m.group(2) for m in numbered) == sorted(r["instruction"] for r in recs)
+    assert lines[-1] == "任务 5:"
     tasks = [json.loads(x) for x in (out / "tasks.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [t["instruction"] for t in tasks] == ["解释为什么天空是蓝色的。", "列出三种常见的水果。"]
     assert tasks[0]["instances"] == [{"input": "天空", "output": "因为散射。"}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ def plan(recipes: Sequence[str | Path], grid: Sequence[str], output: Path) -> li
     for path in expand_recipes(recipes):
         for combo in expand_grid(grid):
             suffix = "-".join(o.partition("=")[2] for o in combo)
-            name = f"{path.stem}-{suffix}" if suffix else path.stem
+            name = run_name(f"{path.stem}-{suffix}" if suffix else path.stem)
             overrides = [*combo, f"output={(output / 'runs' / name).as_posix()}"]
             try:
                 planned.append(Planned(name, path, overrides, load_recipe(path, overrides)))
@@ -90,10 +91,20 @@ def plan(recipes: Sequence[str | Path], grid: Sequence[str], output: Path) -> li
         raise RecipeError("\n".join(problems))
     names = [p.name for p in planned]
     if len(set(names)) != len(names):
+        same = sorted({n for n in names if names.count(n) > 1})
+        sources = sorted({str(p.source) for p in planned if p.name in same})
         raise RecipeError(
-            f"two configurations share a name: {sorted({n for n in names if names.count(n) > 1})}"
+            f"two configurations share a run name {same} (from {', '.join(sources)}): rename a recipe file "
+            "or make the --grid values differ in letters, digits, '.', '_' or '-'"
         )
     return planned
+
+
+def run_name(text: str) -> str:
+    """A folder name from a recipe name and grid values: anything but letters, digits, '.', '_', '-' becomes
+    '_', so a value such as 'a/b' or '../x' can never make a path outside OUTPUT/runs."""
+    name = re.sub(r"[^\w.\-]", "_", text).strip(".") or "run"
+    return name
 
 
 def _comparable(config: dict, wanted: dict) -> dict:
@@ -134,7 +145,7 @@ def run_compare(
 ) -> Path:
     """Run (or reuse) every configuration, then write the leaderboard; returns leaderboard.md's path."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from tqdm.auto import tqdm
 
     output = Path(output)
     runner = runner or run_in_subprocess
@@ -142,16 +153,19 @@ def run_compare(
     (output / "recipes").mkdir(parents=True, exist_ok=True)
     (output / "logs").mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        overall = progress.add_task("compare", total=len(planned))
+
+    def say(message: str) -> None:  # a rich line above the bar (tqdm clears and redraws it)
+        with tqdm.external_write_mode(file=sys.stderr):
+            console.print(message)
+
+    with tqdm(total=len(planned), desc="compare", unit="run", file=sys.stderr) as progress:
         for item in planned:
             item.log = output / "logs" / f"{item.name}.log"
             if finished_run(item.recipe):
                 item.status = "reused"
-                progress.console.print(f"[green]reused[/] {item.name} ({item.recipe.output})")
+                say(f"[green]reused[/] {item.name} ({item.recipe.output})")
             else:
-                progress.update(overall, description=f"running {item.name}")
+                progress.set_description(f"running {item.name}")
                 recipe_file = output / "recipes" / f"{item.name}.yaml"
                 write_text(recipe_file, recipe_to_yaml(item.recipe))
                 start = time.perf_counter()
@@ -160,18 +174,16 @@ def run_compare(
                 ok = code == 0 and RunDir(item.recipe.output).is_finished()
                 item.status = "trained" if ok else "failed"
                 if ok:
-                    progress.console.print(f"[green]done[/] {item.name} in {item.wall_seconds}s")
+                    say(f"[green]done[/] {item.name} in {item.wall_seconds}s")
                 else:
                     tail = "\n".join(
                         item.log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
                     )
-                    progress.console.print(
-                        f"[red]failed[/] {item.name} (exit {code}); log {item.log}:\n{tail}"
-                    )
+                    say(f"[red]failed[/] {item.name} (exit {code}); log {item.log}:\n{tail}")
             if item.status != "failed":
                 item.metrics = RunDir(item.recipe.output).read_metrics()
-            progress.advance(overall)
-        progress.update(overall, description="compare")
+            progress.update(1)
+        progress.set_description("compare")
     return write_leaderboard(planned, output, metric)
 
 

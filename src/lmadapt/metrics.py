@@ -1,6 +1,7 @@
 """Evaluation metrics shared by every task, on plain Python values (labels as strings).
 
-Classification: accuracy, precision/recall/F1 (binary, macro, micro), per-class report, confusion matrix.
+Classification: accuracy, precision/recall/F1 (binary, macro, micro), per-class report, confusion matrix,
+all from scikit-learn (`zero_division=0`).
 Tagging: seqeval entity-level F1. Spans: exact match and token F1 (SQuAD-style normalisation).
 Keywords: F1 between normalised keyword sets.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 
@@ -28,32 +30,50 @@ __all__ = [
 
 
 def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
+    """(precision, recall, f1) from counts, 0.0 where undefined (token and keyword-set F1: no sklearn twin)."""
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
     return p, r, f
 
 
+def _sklearn_prf(gold, pred, labels, average: str | None):
+    """sklearn's precision/recall/F1 over `labels` (others count only as errors); undefined scores are 0."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    return precision_recall_fscore_support(gold, pred, labels=labels, average=average, zero_division=0)
+
+
+def _averaged(gold, pred, labels, average: str) -> dict[str, float]:
+    """{precision,recall,f1}_<average> over `labels`; all 0.0 without examples or labels (sklearn refuses)."""
+    p = r = f = 0.0
+    if len(gold) and len(labels):
+        p, r, f, _ = _sklearn_prf(gold, pred, labels, average)
+    return {f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)}
+
+
 def per_class_report(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, dict]:
     """{label: {precision, recall, f1, support}} for each label."""
-    report = {}
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
-        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
-        p, r, f = _prf(tp, fp, fn)
-        report[label] = {"precision": p, "recall": r, "f1": f, "support": tp + fn}
-    return report
+    if not gold or not labels:  # sklearn refuses empty inputs
+        return {label: {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for label in labels}
+    scores = zip(*_sklearn_prf(list(gold), list(pred), list(labels), None), strict=True)
+    return {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        for label, (p, r, f, n) in zip(labels, scores, strict=True)
+    }
 
 
 def confusion(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
     """Confusion matrix: rows are gold labels, columns predicted labels, in `labels` order."""
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for g, p in zip(gold, pred, strict=True):
-        if g in index and p in index:
-            matrix[index[g]][index[p]] += 1
-    return matrix
+    from sklearn.metrics import confusion_matrix
+
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    if not set(gold) & set(labels):  # sklearn refuses when no gold label is one of `labels`
+        return [[0] * len(labels) for _ in labels]
+    with warnings.catch_warnings():  # sklearn warns about a 1x1 matrix even when `labels` has one label
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        return confusion_matrix(list(gold), list(pred), labels=list(labels)).tolist()
 
 
 def classification_metrics(
@@ -63,17 +83,14 @@ def classification_metrics(
 
     `positive` is the positive class for the binary scores (default: the second label, as sklearn does).
     """
+    from sklearn.metrics import accuracy_score
+
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    n = len(gold)
+    gold, pred, labels = list(gold), list(pred), list(labels)
     report = per_class_report(gold, pred, labels)
-    out = {"accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / n if n else 0.0}
-    for key in ("precision", "recall", "f1"):
-        out[f"{key}_macro"] = sum(r[key] for r in report.values()) / len(labels) if labels else 0.0
-    tp = sum(g == p and g in report for g, p in zip(gold, pred, strict=True))
-    fp = sum(g != p and p in report for g, p in zip(gold, pred, strict=True))
-    fn = sum(g != p and g in report for g, p in zip(gold, pred, strict=True))
-    out["precision_micro"], out["recall_micro"], out["f1_micro"] = _prf(tp, fp, fn)
+    out = {"accuracy": float(accuracy_score(gold, pred)) if gold else 0.0}
+    out |= _averaged(gold, pred, labels, "macro") | _averaged(gold, pred, labels, "micro")
     if len(labels) == 2:
         pos = positive if positive is not None else labels[1]
         out["precision"], out["recall"], out["f1"] = (report[pos][k] for k in ("precision", "recall", "f1"))
@@ -84,22 +101,20 @@ def multilabel_metrics(
     gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str]
 ) -> dict[str, float]:
     """Multi-label: exact-set accuracy, macro F1 over labels, micro F1 over (example, label) pairs."""
-    gold_sets = [set(g) for g in gold]
-    pred_sets = [set(p) for p in pred]
-    out = {"accuracy": sum(g == p for g, p in zip(gold_sets, pred_sets, strict=True)) / max(len(gold), 1)}
-    totals = [0, 0, 0]
-    f1s, ps, rs = [], [], []
-    for label in labels:
-        tp = sum(label in g and label in p for g, p in zip(gold_sets, pred_sets, strict=True))
-        fp = sum(label not in g and label in p for g, p in zip(gold_sets, pred_sets, strict=True))
-        fn = sum(label in g and label not in p for g, p in zip(gold_sets, pred_sets, strict=True))
-        p, r, f = _prf(tp, fp, fn)
-        ps.append(p), rs.append(r), f1s.append(f)
-        totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn]
-    k = max(len(labels), 1)
-    out |= {"precision_macro": sum(ps) / k, "recall_macro": sum(rs) / k, "f1_macro": sum(f1s) / k}
-    out["precision_micro"], out["recall_micro"], out["f1_micro"] = _prf(*totals)
-    return out
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    gold_sets, pred_sets, labels = [set(g) for g in gold], [set(p) for p in pred], list(labels)
+    if not gold_sets:
+        return {"accuracy": 0.0} | _averaged([], [], labels, "macro") | _averaged([], [], labels, "micro")
+    # Labels outside `labels` get columns too: they make a set wrong (accuracy) but are in no F1. A last,
+    # always-empty column keeps the matrix multi-label for sklearn (a single column would read as binary).
+    others = sorted(set().union(*gold_sets, *pred_sets) - set(labels), key=str)
+    binarizer = MultiLabelBinarizer(classes=[*labels, *others, object()])
+    y_gold, y_pred = binarizer.fit_transform(gold_sets), binarizer.transform(pred_sets)
+    columns = list(range(len(labels)))  # the columns of `labels`
+    out = {"accuracy": float(accuracy_score(y_gold, y_pred))}
+    return out | _averaged(y_gold, y_pred, columns, "macro") | _averaged(y_gold, y_pred, columns, "micro")
 
 
 def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:

@@ -33,7 +33,7 @@ def generate_file(
     **decoding,
 ) -> int:
     """Generate for every record of `input` (.jsonl .json .csv .tsv .parquet); write `output` JSONL; return count."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from ..data import read_records
     from ..utils.io import write_jsonl

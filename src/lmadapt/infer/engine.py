@@ -89,6 +89,8 @@ class Engine:
         if do_sample:  # top_k 0 switches top-k filtering off (left unset, transformers would use 50)
             options |= {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         config = GenerationConfig(**options)
+        stop = [s for s in stop or () if s]
+        stopping = _stop_criteria(self.tokenizer, stop) if stop else None
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
         device = next(self.model.parameters()).device
@@ -102,7 +104,6 @@ class Engine:
                 n = len(encoded[i])
                 ids[row, width - n :] = torch.tensor(encoded[i], dtype=torch.long)
                 mask[row, width - n :] = 1
-            stopping = [_StopOnStrings(self.tokenizer, stop, width)] if stop else None
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=ids.to(device),
@@ -110,6 +111,7 @@ class Engine:
                     generation_config=config,
                     stopping_criteria=stopping,
                 )
+            # generation ends just after a stop string: cut it (and anything after it) off the text
             for row, i in enumerate(batch):
                 text = self.tokenizer.decode(out[row, width:], skip_special_tokens=True)
                 outputs[i] = cut_at_stop(text, stop)
@@ -127,20 +129,18 @@ class Engine:
         return sorted(i for i in ids if i is not None)
 
 
-class _StopOnStrings:
-    """Stops a batch once every row's new text contains one of the stop strings."""
+def _stop_criteria(tokenizer, stop: list[str]):
+    """transformers' StopStringCriteria: a row ends once its tokens' text (the prompt's tail and special
+    tokens included) ends with a stop string.
 
-    def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int):
-        self.tokenizer, self.stop, self.width = tokenizer, list(stop), prompt_width
+    None for a vocabulary it cannot index (e.g. a word-level tokenizer): generation then runs to
+    `max_new_tokens`, and the text is cut at the stop string all the same."""
+    from transformers import StoppingCriteriaList, StopStringCriteria
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        done = [
-            any(s in self.tokenizer.decode(row[self.width :], skip_special_tokens=True) for s in self.stop)
-            for row in input_ids
-        ]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+    try:
+        return StoppingCriteriaList([StopStringCriteria(tokenizer=tokenizer, stop_strings=stop)])
+    except ValueError:
+        return None
 
 
 def load_causal_lm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):

@@ -30,10 +30,10 @@ _console = Console(stderr=True)
 
 @contextlib.contextmanager
 def _step(message: str) -> Iterator[None]:
-    """Show a spinner while a step runs, then a line with its wall time."""
+    """A line when a step starts, and one with its wall time when it ends (none if it fails: the error says)."""
+    _console.print(f"  {message} ...", highlight=False)
     start = time.perf_counter()
-    with _console.status(message + " ..."):
-        yield
+    yield
     _console.print(f"  {message}: {time.perf_counter() - start:.1f} s", highlight=False)
 
 

@@ -258,20 +258,19 @@ def _generation_predictor(recipe, cfg, task, labels, mapping, template, instruct
 
 
 class _ProgressBar:
-    """A rich progress bar for the examples of one split."""
+    """A tqdm progress bar for the examples of one split, shown while the `with` block runs."""
 
     def __init__(self, total: int, description: str):
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=False)
-        self.task = self.progress.add_task(description, total=total)
+        self.total, self.description = total, description
 
     def __enter__(self):
-        self.progress.start()
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.description, unit="example")
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        self.bar.close()
 
     def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
+        self.bar.update(n)

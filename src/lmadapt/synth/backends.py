@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from ..errors import SourceError
+from ..infer.engine import cut_at_stop
+
+RETRY_STATUSES = frozenset({429, *range(500, 600)})  # rate limited, or the server failed: worth another try
 
 
 class Backend(Protocol):
@@ -31,16 +31,6 @@ class Backend(Protocol):
     ) -> list[str]: ...
 
 
-def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
-    """Text up to the first stop string (servers and engines may or may not have cut it already)."""
-    end = len(text)
-    for s in stop or ():
-        i = text.find(s)
-        if i != -1:
-            end = min(end, i)
-    return text[:end]
-
-
 class LocalBackend:
     """Any causal LM through `lmadapt.infer.engine` (catalog name, local folder or run folder)."""
 
@@ -54,7 +44,7 @@ class LocalBackend:
 
     def generate(self, prompts, *, max_new_tokens, temperature, top_p, stop=None, seed=0):
         inputs = [[{"role": "user", "content": p}] for p in prompts] if self.chat else list(prompts)
-        outs = self.engine.generate(
+        return self.engine.generate(  # the engine stops at, and cuts off, the stop strings
             inputs,
             max_new_tokens=max_new_tokens,
             do_sample=temperature > 0,
@@ -65,14 +55,14 @@ class LocalBackend:
             batch_size=self.batch_size,
             seed=seed,
         )
-        return [cut_at_stop(o, stop) for o in outs]
 
 
 class OpenAIBackend:
     """An OpenAI-compatible HTTP endpoint (`/completions`, or `/chat/completions` when `chat`).
 
-    Prompts are sent as concurrent requests; each retries on connection errors, timeouts, 429 and 5xx with
-    exponential backoff, and gives up with a SourceError naming the URL after `max_retries` retries.
+    Prompts are sent as concurrent requests; each retries (urllib3's `Retry`, through requests) on connection
+    errors, timeouts, 429 and 5xx with exponential backoff (or the server's Retry-After), and gives up with a
+    SourceError naming the URL after `max_retries` retries.
     """
 
     def __init__(
@@ -112,26 +102,50 @@ class OpenAIBackend:
         body["prompt"] = prompt
         return f"{self.base_url}/completions", body
 
+    def _session(self):
+        """A requests session whose adapter retries: every method (completions are POSTs), 429 and any 5xx."""
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util import Retry
+
+        retry = Retry(
+            total=self.max_retries,
+            backoff_factor=self.backoff_s,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,
+            raise_on_status=False,  # the last reply comes back, so the error below can quote it
+        )
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
     def _post(self, url: str, body: dict) -> dict:
+        import requests
+
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode("utf-8")
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}"
-                if exc.code != 429 and exc.code < 500:
-                    raise SourceError(f"synth backend {url}: {last}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-        raise SourceError(f"synth backend {url}: gave up after {self.max_retries + 1} attempts ({last})")
+        gave_up = f"synth backend {url}: gave up after {self.max_retries + 1} attempts"
+        try:
+            with self._session() as session:  # one per request: sessions are not thread-safe
+                resp = session.post(
+                    url, data=json.dumps(body).encode("utf-8"), headers=headers, timeout=self.timeout_s
+                )
+        except (requests.ConnectionError, requests.Timeout) as exc:  # what is left once the retries ran out
+            raise SourceError(f"{gave_up} ({type(exc).__name__}: {exc})") from None
+        except requests.RequestException as exc:
+            raise SourceError(f"synth backend {url}: {exc}") from None
+        if resp.status_code >= 400:
+            last = f"HTTP {resp.status_code}: {resp.content[:200].decode('utf-8', 'replace')}"
+            if resp.status_code in RETRY_STATUSES:
+                raise SourceError(f"{gave_up} ({last})")
+            raise SourceError(f"synth backend {url}: {last}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise SourceError(f"synth backend {url}: reply is not JSON: {resp.text[:200]}") from None
 
     def _one(self, prompt: str, max_new_tokens, temperature, top_p, stop, seed) -> str:
         url, body = self._payload(prompt, max_new_tokens, temperature, top_p, stop, seed)

@@ -38,7 +38,12 @@ class OpenAIBackendConfig(Section):
     concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
+    backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="Retry backoff (urllib3 Retry's backoff_factor): the first retry is at once, the n-th waits "
+        "backoff_s * 2**(n-1) seconds; a server's Retry-After header wins.",
+    )
 
 
 class SamplingConfig(Section):
