@@ -25,10 +25,14 @@ def history_from(log_history: list[dict]) -> list[dict]:
         if "loss" in entry:
             history.append(base | {"split": "train", "loss": entry["loss"], "lr": entry.get("learning_rate")})
         elif any(k.startswith("eval_") for k in entry):
-            metrics = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and "runtime" not in k}
-            metrics = {k: v for k, v in metrics.items() if not k.endswith("per_second")}
+            metrics = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and not _timing(k)}
             history.append(base | {"split": "eval"} | metrics)
     return history
+
+
+def _timing(key: str) -> bool:
+    """Wall-clock fields the Trainer logs with eval results: cost, not results (they differ run to run)."""
+    return "runtime" in key or key.endswith("per_second") or key.endswith("preparation_time")
 
 
 def run_callbacks(run_dir, keep_checkpoints: int) -> list:
