@@ -127,6 +127,8 @@ def train_from_latest(trainer, run_dir, *contexts) -> tuple[float, int | None]:
     checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
     if checkpoint:
         run_dir.log(f"resuming from {checkpoint.name}")
+    elif run_dir.resumed:
+        run_dir.log("no verified checkpoint to resume from (set train.save_every): training from the start")
     with contextlib.ExitStack() as stack:
         for context in contexts:
             stack.enter_context(context)
