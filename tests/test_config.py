@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,105 @@ def test_cli_exits_2_naming_bad_key(tmp_path):
     )
     assert proc.returncode == 2
     assert "trian" in proc.stderr and "'train'" in proc.stderr
+
+
+PROMPT = """\
+model: smollm2-135m-instruct
+task: {type: classify, text: [title], labels: [a, b]}
+stage: prompt
+prompt: {mode: zero_shot}
+train: {max_length: 128, seed: 1}
+eval: {metrics: [accuracy]}
+"""
+
+
+def test_a_section_or_key_the_stage_ignores_is_an_error_naming_the_stage(tmp_path):
+    path = write(tmp_path, PROMPT + "method: {type: lora}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["train.lr=1e-3", "eval.every=no"])
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    assert f"{path}:7: method: stage prompt trains nothing: remove 'method' or use stage finetune/sft" in msg
+    assert "(override train.lr=...): train.lr: stage prompt trains nothing" in msg
+    assert "remove 'train.lr' or use stage finetune/sft" in msg
+    assert "remove 'eval.every' or use stage finetune/sft" in msg
+
+    with pytest.raises(RecipeError) as err:  # finetune: the prompt section, and sft's training-loop keys
+        load_recipe(write(tmp_path, GOOD + "prompt: {mode: zero_shot}\n"), ["train.packing=rows"])
+    msg = str(err.value)
+    assert "2 problem(s)" in msg and f"{tmp_path / 'r.yaml'}:7: prompt: stage finetune" in msg
+    assert "remove 'prompt' or use stage prompt" in msg
+    assert "train.packing: stage finetune does not read it" in msg and "or use stage sft" in msg
+
+    sft = "model: m\ntask: {type: sft}\nstage: sft\neval: {best_metric: loss, every: 5}\n"
+    with pytest.raises(RecipeError, match=r"r.yaml:4: eval.best_metric: stage sft keeps no best checkpoint"):
+        load_recipe(write(tmp_path, sft))
+
+
+def test_stage_checks_count_only_keys_written_with_other_than_their_default(tmp_path):
+    recipe = load_recipe(write(tmp_path, PROMPT + "method: {type: full}\n"))  # the default, written out
+    assert recipe.stage == "prompt"
+    # a run folder's config.yaml spells out every key (defaults included) and must load again, any stage
+    for text in (PROMPT, GOOD):
+        resolved = recipe_to_yaml(load_recipe(write(tmp_path, text)))
+        assert load_recipe(write(tmp_path, resolved, "config.yaml")) == load_recipe(write(tmp_path, text))
+    sft = {"model": "m", "task": {"type": "sft"}, "stage": "sft", "train": {"packing": "rows"}}
+    assert parse_recipe(sft).train.packing == "rows"
+
+
+def test_stage_table_names_real_keys():
+    from lmadapt.config.stages import READS, WHY
+
+    for stage, sections in READS.items():
+        for section, reads in sections.items():
+            assert section in Recipe.model_fields
+            model = Recipe.model_fields[section].annotation
+            fields = getattr(model, "model_fields", {})
+            assert set(reads or ()) <= set(fields), (stage, section)
+            if reads is not None and set(reads) != set(fields):
+                assert (stage, section) in WHY
+
+
+def test_each_method_and_task_is_registered_once_for_schema_and_runtime():
+    from lmadapt import methods, tasks
+    from lmadapt.config.base import section_tag
+
+    for package, runtime in ((methods, methods.METHODS), (tasks, tasks.TASKS)):
+        tags = [section_tag(m.CONFIG) for m in package.MODULES]
+        assert tags == [m.__name__.rpartition(".")[2] for m in package.MODULES]
+        assert set(runtime) <= set(tags)
+    assert set(tags) - set(tasks.TASKS) == {"sft", "generate"}
+    with pytest.raises(
+        RecipeError, match=r"unknown type 'lorra'; did you mean 'lora'\? \(choose one of: full, "
+    ):
+        parse_recipe({"model": "m", "task": {"type": "classify"}, "method": {"type": "lorra"}})
+
+
+def test_a_registered_module_without_its_section_names_the_file_to_edit():
+    import types
+
+    from lmadapt.config.base import Section, tagged_union
+
+    module = types.ModuleType("lmadapt.methods.mine")
+    module.__file__ = "src/lmadapt/methods/mine.py"
+    with pytest.raises(TypeError, match=r"src/lmadapt/methods/mine.py: set CONFIG"):
+        tagged_union([module])
+
+    class Mine(Section):
+        r: int = 1
+
+    module.CONFIG = Mine
+    with pytest.raises(TypeError, match=r"mine.py: Mine needs the field `type: Literal\['mine'\] = 'mine'`"):
+        tagged_union([module])
+
+
+def test_reading_a_recipe_imports_no_torch_or_peft():
+    """The method and task sections live beside their code, which must stay cheap to import for a recipe."""
+    code = (
+        "import sys; from lmadapt.config import load_recipe; load_recipe('recipes/pubmed-mesh-lora.yaml');"
+        "print(sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -35,11 +35,11 @@ from typer.testing import CliRunner
 from lmadapt.cli import app
 from lmadapt.config import Recipe
 from lmadapt.config.data import DataConfig
-from lmadapt.config.method import LoraMethod
 from lmadapt.config.model import ModelConfig
-from lmadapt.config.task import ClassifyTask
 from lmadapt.config.train import EvalConfig, TrainConfig
+from lmadapt.methods.lora import LoraMethod
 from lmadapt.sources import MODELS
+from lmadapt.tasks.classify import ClassifyConfig
 
 EXAMPLES = int(os.environ.get("LMADAPT_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -225,7 +225,7 @@ def prepared(folder: Path, models: dict) -> dict:
 SECTIONS = {  # key path of a mapping section -> the schema classes whose keys are valid there
     (): [Recipe],
     ("model",): [ModelConfig],
-    ("task",): [ClassifyTask],
+    ("task",): [ClassifyConfig],
     ("data",): [DataConfig],
     ("method",): [LoraMethod],
     ("train",): [TrainConfig],

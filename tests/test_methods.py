@@ -15,17 +15,6 @@ from transformers import (
     LlamaConfig,
 )
 
-from lmadapt.config.method import (
-    AdapterMethod,
-    FreezeMethod,
-    FullMethod,
-    Ia3Method,
-    LoraMethod,
-    PrefixMethod,
-    PromptMethod,
-    PtuningMethod,
-    TfidfMethod,
-)
 from lmadapt.errors import RecipeError
 from lmadapt.methods import (
     METHODS,
@@ -36,6 +25,15 @@ from lmadapt.methods import (
     merge_and_export,
     save_trained,
 )
+from lmadapt.methods.adapter import AdapterMethod
+from lmadapt.methods.freeze import FreezeMethod
+from lmadapt.methods.full import FullMethod
+from lmadapt.methods.ia3 import Ia3Method
+from lmadapt.methods.lora import LoraMethod
+from lmadapt.methods.prefix import PrefixMethod
+from lmadapt.methods.prompt import PromptMethod
+from lmadapt.methods.ptuning import PtuningMethod
+from lmadapt.methods.tfidf import TfidfMethod
 
 NUM_LABELS = 3
 SEQ = 8
@@ -358,7 +356,7 @@ def test_minilm_trainable_counts_and_prompt_init_reload(tmp_path):
 
 def test_freeze_mean_pooling_ignores_padding_and_differs_from_cls():
     """The freeze head reads the masked mean of token states: padding must not change a prediction."""
-    from lmadapt.config.method import FreezeMethod
+    from lmadapt.methods.freeze import FreezeMethod
 
     model = apply_method(build("bert", "seq_cls"), FreezeMethod(), "seq_cls").eval()
     ids = torch.tensor([[5, 6, 7, 8]])

@@ -65,15 +65,26 @@ def target_text(task, record: Mapping) -> str:
     return str(gold)
 
 
-def parse_label(output: str, labels: Sequence[str]) -> str | None:
-    """The label an output names: the one it starts with, else the only one it mentions; None if unclear."""
-    text = output.strip().lower()
-    by_length = sorted(labels, key=len, reverse=True)
-    for label in by_length:
-        if re.match(rf"{re.escape(label.lower())}(?!\w)", text):
-            return label
-    found = {label for label in labels if re.search(rf"(?<!\w){re.escape(label.lower())}(?!\w)", text)}
-    return found.pop() if len(found) == 1 else None
+def parse_label(output: str, labels: Sequence[str], first_named: bool = False) -> str | None:
+    """The label a generated output names; the one label parser (the prompt stage's `match_label` too).
+
+    A label counts where it stands as a whole word, in any case; of labels named at the same place the
+    longest wins ('non-spam' over 'spam'). The label the output starts with is the answer. Otherwise, when
+    several labels are named: None (unclear), or with `first_named` the earliest one ("The answer is Animals,
+    not humans." -> Animals). None when no label is named.
+    """
+    text = output.strip()
+    named: dict[str, int] = {}  # label -> where it is first named; longest labels first
+    for label in sorted(labels, key=len, reverse=True):
+        found = re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text, flags=re.IGNORECASE)
+        if found and label not in named:
+            named[label] = found.start()
+    if not named:
+        return None
+    earliest = min(named, key=named.get)  # ties: the first in `named`, the longest
+    if named[earliest] == 0 or first_named or len(named) == 1:
+        return earliest
+    return None
 
 
 _KEYWORD_SPLIT = re.compile(r"[,;，；、\n]+")

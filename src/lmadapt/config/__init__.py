@@ -2,6 +2,9 @@
 
 `load_recipe(path, overrides)` is the only entry point commands use. Every problem in a recipe is reported at
 once, each with its path, the bad value, the YAML line and (for unknown keys) the closest valid key.
+
+The `Recipe` class itself is in recipe.py, loaded on first use: its `method:` and `task:` sections come from
+lmadapt.methods and lmadapt.tasks (see recipe.py), which this package must not import to be imported.
 """
 
 from __future__ import annotations
@@ -12,20 +15,17 @@ import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import RecipeError
-from .base import Section
-from .data import DataConfig
-from .method import MethodConfig
-from .model import ModelConfig
-from .prompt import PromptConfig, prompt_problems
-from .task import TaskConfig
+from .base import section_tag
 from .text import decode_utf8
-from .train import EvalConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 __all__ = [
     "Recipe",
@@ -38,30 +38,19 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
-Stage = Literal["finetune", "sft", "prompt"]
 
 
-class Recipe(Section):
-    """A whole run: model, task, data, method, stage, training, evaluation, output folder."""
+def __getattr__(name: str):
+    """`lmadapt.config.Recipe`, loaded on first use (PEP 562; see recipe.py for why)."""
+    if name == "Recipe":
+        return _recipe_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    model: ModelConfig
-    task: TaskConfig
-    data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=lambda: {"type": "full"}, validate_default=True)
-    stage: Stage = "finetune"
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: str = Field("runs/run", min_length=1, description="Run folder written by this recipe.")
-    prompt: PromptConfig | None = Field(
-        None, description="stage: prompt: how to ask the model (no training)."
-    )
 
-    def problems(self) -> list[tuple[tuple, str]]:
-        """Checks across sections, as (key path, message): what no single section can see on its own."""
-        found = []
-        if self.stage == "prompt" and self.prompt is not None:
-            found += prompt_problems(self.prompt, self.task)
-        return found
+def _recipe_class() -> type[Recipe]:
+    from .recipe import Recipe
+
+    return Recipe
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None, source: str = "") -> dict:
@@ -171,12 +160,6 @@ def _is_plain_union(annotation) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(members) >= 2
 
 
-def _tag(model: type[BaseModel]) -> str | None:
-    field = model.model_fields.get("type")
-    args = typing.get_args(field.annotation) if field else ()
-    return args[0] if len(args) == 1 else None
-
-
 def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel]]]:
     """Follow a pydantic error location from the root model.
 
@@ -193,7 +176,7 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[tuple, list[type[BaseModel
             continue
         branch_next = False
         if isinstance(part, str) and not any(part in m.model_fields for m in candidates):
-            tagged = [m for m in candidates if _tag(m) == part]
+            tagged = [m for m in candidates if section_tag(m) == part]
             if tagged:
                 candidates = tagged
                 continue
@@ -363,12 +346,12 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
     """Validate a raw mapping into a Recipe, raising RecipeError that lists every problem."""
-    return parse_config(raw, Recipe, source, text)
+    return parse_config(raw, _recipe_class(), source, text)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
-    return load_config(path, Recipe, overrides)
+    return load_config(path, _recipe_class(), overrides)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -5,35 +5,60 @@
     save_trained(model, recipe.method, run_dir)                 # run_dir/model/ or run_dir/adapter/
     model = load_trained(fresh_base_model, recipe.method, run_dir, "seq_cls")
 
-Task types: "seq_cls", "token_cls", "span", "causal_lm", "masked_lm". One module per method; a new method
-is one module exposing `METHOD` plus one line in `METHODS`.
+Task types: "seq_cls", "token_cls", "span", "causal_lm", "masked_lm".
+
+One module per method, registered once, in `MODULES`. The module defines its recipe section (`CONFIG`, a
+Section selected by `type: <module name>`) and, for a neural method, `METHOD` (how to apply, save and reload
+it). Both the recipe's `method:` union (`MethodConfig`) and the runtime lookup (`METHODS`) are built from
+`MODULES`; a module whose section is missing or mis-tagged is named, with the file to edit, on import.
+Reading a recipe imports this package for the sections, so its modules import torch and PEFT only inside
+functions (the torch modules that methods insert live in layers.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
+from ..config.base import registered_section, section_tag, tagged_union
 from ..errors import RecipeError
-from . import adapter, freeze, full, ia3, lora, prefix, prompt, ptuning, storage
+from . import adapter, freeze, full, ia3, lora, prefix, prompt, ptuning, storage, tfidf
 from .base import TASK_TYPES, Method
 
-METHODS: dict[str, Method] = {
-    "full": full.METHOD,
-    "freeze": freeze.METHOD,
-    "lora": lora.METHOD,
-    "adapter": adapter.METHOD,
-    "prefix": prefix.METHOD,
-    "prompt": prompt.METHOD,
-    "ptuning": ptuning.METHOD,
-    "ia3": ia3.METHOD,
-}
+if TYPE_CHECKING:
+    from torch import nn
+
+# The one registration of each method (the order is the order `type:` choices are listed in errors).
+# tfidf has a section but no METHOD: it is a baseline that stands in for stage finetune (stages.BASELINES).
+MODULES = (full, freeze, lora, adapter, prefix, prompt, ptuning, ia3, tfidf)
+
+MethodConfig = tagged_union(MODULES)  # the recipe's `method:` section (lmadapt.config.recipe)
+
+
+def _registered_methods(modules) -> dict[str, Method]:
+    """`type:` -> Method for every module that defines `METHOD` (named after its section's tag)."""
+    found = {}
+    for module in modules:
+        method = getattr(module, "METHOD", None)
+        if method is None:
+            continue
+        tag = section_tag(registered_section(module))
+        if method.name != tag:
+            raise TypeError(
+                f"{module.__file__}: METHOD.name is {method.name!r}; its CONFIG's type is {tag!r}"
+            )
+        found[tag] = method
+    return found
+
+
+METHODS: dict[str, Method] = _registered_methods(MODULES)
 
 SAVERS = {"full": storage.save_full, "trainable": storage.save_trainable, "peft": storage.save_peft}
 
 __all__ = [
     "METHODS",
+    "MODULES",
+    "MethodConfig",
     "TASK_TYPES",
     "apply_method",
     "check_method",

@@ -14,11 +14,15 @@ Where the adapters go, per architecture family (the first family whose two patte
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
+from pydantic import Field
 
+from ..config.base import Section
 from .base import Method, freeze_all, method_error, require_head, set_trainable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FAMILIES = {
     "bert-like": (r"\.attention\.output\.dense$", r"\.layer\.\d+\.output\.dense$"),
@@ -27,37 +31,18 @@ FAMILIES = {
 }
 
 
-class Bottleneck(nn.Module):
-    """down-projection, GELU, dropout, zero-initialised up-projection, plus the residual."""
+class AdapterMethod(Section):
+    """Bottleneck adapters (Houlsby) after attention and after the feed-forward block of every layer."""
 
-    def __init__(self, size: int, bottleneck: int, dropout: float):
-        super().__init__()
-        self.down = nn.Linear(size, bottleneck)
-        self.act = nn.GELU()
-        self.dropout = nn.Dropout(dropout)
-        self.up = nn.Linear(bottleneck, size)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(self.dropout(self.act(self.down(h))))
-
-
-class WithAdapter(nn.Module):
-    """A linear projection followed by a bottleneck adapter on its output."""
-
-    def __init__(self, base_layer: nn.Linear, bottleneck: int, dropout: float):
-        super().__init__()
-        self.base_layer = base_layer
-        self.adapter = Bottleneck(base_layer.out_features, bottleneck, dropout)
-        self.adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.base_layer(x))
+    type: Literal["adapter"] = "adapter"
+    bottleneck: int = Field(64, ge=1, description="Adapter hidden size.")
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 def adapter_sites(model: nn.Module) -> list[str]:
     """Names of the linear layers that get an adapter, by the first matching family rule."""
+    from torch import nn
+
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for patterns in FAMILIES.values():
         groups = [[n for n in linears if re.search(p, n)] for p in patterns]
@@ -70,7 +55,9 @@ def adapter_sites(model: nn.Module) -> list[str]:
     )
 
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+def apply(model: nn.Module, cfg: AdapterMethod, task_type: str, inference: bool = False) -> nn.Module:
+    from .layers import WithAdapter
+
     sites = adapter_sites(model)
     freeze_all(model)
     for name in sites:
@@ -84,6 +71,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return model
 
 
+CONFIG = AdapterMethod
 METHOD = Method(
     name="adapter",
     apply=apply,

@@ -1,17 +1,19 @@
 """What every method shares: the `Method` record, task types, and helpers that find heads and layers.
 
-A method is one module exposing `METHOD = Method(...)`; `lmadapt.methods` registers it with one line.
+A method is one module exposing its recipe section (`CONFIG`) and `METHOD = Method(...)`; one line in
+`lmadapt.methods.MODULES` registers both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RecipeError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TASK_TYPES = ("seq_cls", "token_cls", "span", "causal_lm", "masked_lm")
 ENCODER_TASKS = frozenset({"seq_cls", "token_cls", "span"})
@@ -29,7 +31,7 @@ HEAD_NAMES = {
 FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "final_layernorm")
 
 # apply(model, method_cfg, task_type, inference) -> model
-ApplyFn = Callable[[nn.Module, Any, str, bool], nn.Module]
+ApplyFn = Callable[["nn.Module", Any, str, bool], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def require_head(model: nn.Module, task_type: str, method: str) -> list[str]:
 
 def find_layers(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks: the (first) ModuleList as long as `config.num_hidden_layers`."""
+    from torch import nn
+
     n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n and n:
@@ -94,6 +98,8 @@ def find_layers(model: nn.Module) -> nn.ModuleList:
 
 def find_final_norm(model: nn.Module) -> nn.Module | None:
     """The decoder's final normalisation layer, if the architecture has one."""
+    from torch import nn
+
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] in FINAL_NORM_NAMES and not isinstance(module, nn.ModuleList):
             return module

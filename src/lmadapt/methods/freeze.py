@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
+from ..config.base import Section
 from .base import (
     ENCODER_TASKS,
     Method,
@@ -23,37 +26,26 @@ from .base import (
     set_trainable,
 )
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def mlp_head(in_features: int, hidden: int, out_features: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_features, hidden),
-        nn.ReLU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, out_features),
+
+class FreezeMethod(Section):
+    """Feature extraction: backbone frozen, an MLP head trained; optionally unfreeze the top N layers."""
+
+    type: Literal["freeze"] = "freeze"
+    unfreeze_top: int = Field(0, ge=0, description="Number of top transformer layers left trainable.")
+    head_hidden: int = Field(512, ge=1, description="Hidden size of the MLP head (encoder tasks).")
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="seq_cls: feed the head the masked mean of token states, or the [CLS] pooler."
     )
-
-
-class MeanPooler(nn.Module):
-    """Stands in for BERT's `[CLS]` pooler: the masked mean of the last hidden states.
-
-    Sentence-embedding checkpoints such as all-MiniLM-L6-v2 were trained so that the *mean* of the token states
-    is meaningful; their `[CLS]` state and pooler are not, which made frozen features near useless (0.71 vs
-    0.95 macro-F1 on pubmed-mesh). The mask comes from a pre-hook on the backbone: the pooler sees no mask.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.mask = None
-
-    def forward(self, hidden_states):
-        if self.mask is None:
-            return hidden_states.mean(dim=1)
-        mask = self.mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 def use_mean_pooling(model: nn.Module) -> bool:
     """Replace the backbone's pooler (if it has one) by MeanPooler; return whether it did."""
+    from .layers import MeanPooler
+
     backbone = model.base_model
     if getattr(backbone, "pooler", None) is None:
         return False
@@ -67,7 +59,11 @@ def use_mean_pooling(model: nn.Module) -> bool:
     return True
 
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+def apply(model: nn.Module, cfg: FreezeMethod, task_type: str, inference: bool = False) -> nn.Module:
+    from torch import nn
+
+    from .layers import mlp_head
+
     layers = find_layers(model)
     n_top = cfg.unfreeze_top
     if n_top > len(layers):
@@ -95,6 +91,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return model
 
 
+CONFIG = FreezeMethod
 METHOD = Method(
     name="freeze",
     apply=apply,

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
+from ..config.base import Section
 from .base import Method, set_trainable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class FullMethod(Section):
+    """Train every parameter."""
+
+    type: Literal["full"] = "full"
 
 
 def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
@@ -12,6 +22,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return model
 
 
+CONFIG = FullMethod
 METHOD = Method(
     name="full",
     apply=apply,

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from peft import IA3Config
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
+from ..config.base import Section
 from .base import Method, method_error
 from .peft_common import check_targets, peft_kwargs, wrap
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+
+class Ia3Method(Section):
+    type: Literal["ia3"] = "ia3"
+    target: list[str] | None = Field(None, description="Modules to rescale; default: PEFT's choice.")
+    feedforward: list[str] | None = Field(None, description="Which of `target` are feed-forward modules.")
+
+
+def apply(model: nn.Module, cfg: Ia3Method, task_type: str, inference: bool = False) -> nn.Module:
+    from peft import IA3Config
+
     check_targets(model, cfg.target, "ia3")
     if cfg.feedforward is not None and cfg.target is None:
         raise method_error("ia3", "`feedforward` names a subset of `target`, so `target` must be set too")
@@ -25,6 +38,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return wrap(model, config, "ia3")
 
 
+CONFIG = Ia3Method
 METHOD = Method(
     name="ia3",
     apply=apply,

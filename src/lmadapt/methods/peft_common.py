@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from peft import PeftConfig, PeftModel, TaskType, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .base import method_error, require_head
 
-PEFT_TASK_TYPES = {
-    "seq_cls": TaskType.SEQ_CLS,
-    "token_cls": TaskType.TOKEN_CLS,
-    "span": TaskType.QUESTION_ANS,
-    "causal_lm": TaskType.CAUSAL_LM,
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel
+    from torch import nn
+
+# torch and PEFT are imported only when a method is applied: a recipe reads the sections without them.
+PEFT_TASK_TYPES = {  # our task type -> the name of PEFT's TaskType
+    "seq_cls": "SEQ_CLS",
+    "token_cls": "TOKEN_CLS",
+    "span": "QUESTION_ANS",
+    "causal_lm": "CAUSAL_LM",
     "masked_lm": None,  # PEFT has no masked-LM task class; the plain PeftModel passes calls through
 }
 
 
 def peft_kwargs(model: nn.Module, task_type: str, method: str, inference: bool) -> dict:
     """Arguments every PEFT config gets: task type, the task head to train and save, inference mode."""
+    from peft import TaskType
+
     heads = require_head(model, task_type, method)
+    name = PEFT_TASK_TYPES[task_type]
     return {
-        "task_type": PEFT_TASK_TYPES[task_type],
+        "task_type": TaskType[name] if name else None,
         "modules_to_save": heads or None,
         "inference_mode": inference,
     }
@@ -30,6 +37,8 @@ def check_targets(model: nn.Module, targets: list[str] | None, method: str, fiel
     """Every named target must match some module (PEFT's rule: the name or its last dotted parts)."""
     if not isinstance(targets, list):
         return
+    from torch import nn
+
     names = [n for n, _ in model.named_modules()]
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
@@ -43,6 +52,8 @@ def check_targets(model: nn.Module, targets: list[str] | None, method: str, fiel
 
 def wrap(model: nn.Module, config: PeftConfig, method: str) -> PeftModel:
     """`get_peft_model`, with PEFT's complaints about the model (missing targets...) as recipe errors."""
+    from peft import get_peft_model
+
     try:
         return get_peft_model(model, config)
     except (ValueError, KeyError, TypeError, NotImplementedError) as exc:

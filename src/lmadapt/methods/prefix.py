@@ -8,14 +8,24 @@ masked-LM class for prompt-learning methods.
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING, Literal
 
-from peft import PrefixTuningConfig
-from torch import nn
+from pydantic import Field
 
+from ..config.base import Section
 from .base import Method, hidden_size, method_error
 from .peft_common import peft_kwargs, wrap
 
+if TYPE_CHECKING:
+    from torch import nn
+
 CACHE_NAMES = ("past_key_values", "cache")  # transformers 5.24 renamed the argument to `cache`
+
+
+class PrefixMethod(Section):
+    type: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1)
+    projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
 
 
 def _params(module: nn.Module) -> set[str]:
@@ -24,6 +34,8 @@ def _params(module: nn.Module) -> set[str]:
 
 def _accepts_cache(model: nn.Module) -> bool:
     """PEFT passes the prefix as an attention cache to the model or its backbone; one must take it."""
+    from torch import nn
+
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
     candidates = [model] + ([backbone] if isinstance(backbone, nn.Module) else [])
     return any(_params(m) & set(CACHE_NAMES) for m in candidates)
@@ -48,7 +60,9 @@ def take_past_key_values(model: nn.Module) -> None:
     model.forward = forward
 
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+def apply(model: nn.Module, cfg: PrefixMethod, task_type: str, inference: bool = False) -> nn.Module:
+    from peft import PrefixTuningConfig
+
     if not _accepts_cache(model):
         raise method_error("prefix", f"{type(model).__name__} does not accept an attention cache")
     take_past_key_values(model)
@@ -61,6 +75,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return wrap(model, config, "prefix")
 
 
+CONFIG = PrefixMethod
 METHOD = Method(
     name="prefix",
     apply=apply,

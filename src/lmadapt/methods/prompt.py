@@ -10,17 +10,29 @@ model's folder (`model.name_or_path`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from peft import PromptTuningConfig, PromptTuningInit
-from torch import nn
+from pydantic import Field
 
+from ..config.base import Section
 from .base import Method, method_error
 from .peft_common import peft_kwargs, wrap
+
+if TYPE_CHECKING:
+    from torch import nn
 
 POSITION_TASKS_WHY = "virtual tokens prepended to the input shift the labelled positions"
 
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+class PromptMethod(Section):
+    type: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1)
+    init_text: str | None = Field(None, description="Initialise the soft prompt from this text's embeddings.")
+
+
+def apply(model: nn.Module, cfg: PromptMethod, task_type: str, inference: bool = False) -> nn.Module:
+    from peft import PromptTuningConfig, PromptTuningInit
+
     init = {"prompt_tuning_init": PromptTuningInit.RANDOM}
     if cfg.init_text and not inference:  # on reload the trained embeddings replace the init anyway
         folder = getattr(model, "name_or_path", "") or ""
@@ -45,6 +57,7 @@ def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.
     return wrap(model, config, "prompt")
 
 
+CONFIG = PromptMethod
 METHOD = Method(
     name="prompt",
     apply=apply,

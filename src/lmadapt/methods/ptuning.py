@@ -5,29 +5,41 @@ Like `prompt`, the virtual tokens shift positions, so token_cls and span are not
 
 from __future__ import annotations
 
-from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
+from ..config.base import Section
 from .base import Method
 from .peft_common import peft_kwargs, wrap
 from .prompt import POSITION_TASKS_WHY
 
-ENCODERS = {
-    "mlp": PromptEncoderReparameterizationType.MLP,
-    "lstm": PromptEncoderReparameterizationType.LSTM,
-}
+if TYPE_CHECKING:
+    from torch import nn
+
+ENCODERS = {"mlp": "MLP", "lstm": "LSTM"}  # encoder_type -> PEFT's PromptEncoderReparameterizationType
 
 
-def apply(model: nn.Module, cfg, task_type: str, inference: bool = False) -> nn.Module:
+class PtuningMethod(Section):
+    type: Literal["ptuning"] = "ptuning"
+    num_virtual_tokens: int = Field(20, ge=1)
+    encoder_hidden_size: int = Field(128, ge=1)
+    encoder_type: Literal["mlp", "lstm"] = "mlp"
+
+
+def apply(model: nn.Module, cfg: PtuningMethod, task_type: str, inference: bool = False) -> nn.Module:
+    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
+
     config = PromptEncoderConfig(
         num_virtual_tokens=cfg.num_virtual_tokens,
         encoder_hidden_size=cfg.encoder_hidden_size,
-        encoder_reparameterization_type=ENCODERS[cfg.encoder_type],
+        encoder_reparameterization_type=PromptEncoderReparameterizationType[ENCODERS[cfg.encoder_type]],
         **peft_kwargs(model, task_type, "ptuning", inference),
     )
     return wrap(model, config, "ptuning")
 
 
+CONFIG = PtuningMethod
 METHOD = Method(
     name="ptuning",
     apply=apply,

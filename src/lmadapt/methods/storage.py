@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import LmadaptError
 from ..utils.io import atomic_path, read_json
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TRAINABLE_FILE = "trainable.safetensors"
 METHOD_FILE = "method.json"
@@ -43,6 +44,8 @@ def load_full(base_model: nn.Module, run_dir: Path) -> nn.Module:
 
 # --- trainable -----------------------------------------------------------------------------------------
 def save_trainable(model: nn.Module, method_cfg, out_dir: Path) -> Path:
+    from safetensors.torch import save_file
+
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     with atomic_path(out_dir / "model") as tmp:
         tmp.mkdir()
@@ -54,6 +57,8 @@ def save_trainable(model: nn.Module, method_cfg, out_dir: Path) -> Path:
 
 def load_trainable_into(model: nn.Module, run_dir: Path) -> nn.Module:
     """Load `model/trainable.safetensors` into `model` (the method already applied)."""
+    from safetensors.torch import load_file
+
     path = _need(run_dir / "model" / TRAINABLE_FILE)
     tensors = load_file(str(path))
     params = dict(model.named_parameters())
@@ -85,6 +90,7 @@ def save_peft(model: nn.Module, method_cfg, out_dir: Path) -> Path:
 def load_peft_into(model: nn.Module, run_dir: Path) -> nn.Module:
     """Load `adapter/adapter_model.safetensors` into a PeftModel built with the same config."""
     from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     path = _need(run_dir / "adapter" / PEFT_WEIGHTS)
     result = set_peft_model_state_dict(model, load_file(str(path)))

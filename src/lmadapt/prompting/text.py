@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from ..config.prompt import MASK
 from ..config.prompt import PLACEHOLDER as _PLACEHOLDER
+from ..generative import parse_label
 
 
 def default_template(fields: Sequence[str], with_mask: bool = False) -> str:
@@ -70,10 +71,9 @@ def fit_record(tokenizer, template: str, record: Mapping[str, object], budget: i
 
 
 def match_label(text: str, labels: Sequence[str]) -> str | None:
-    """The label a generated answer names: the earliest label mentioned (whole word, any case), else None."""
-    best, best_pos = None, None
-    for label in sorted(labels, key=len, reverse=True):  # longer first so 'non-spam' beats 'spam'
-        m = re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text, flags=re.IGNORECASE)
-        if m and (best_pos is None or m.start() < best_pos):
-            best, best_pos = label, m.start()
-    return best
+    """The label a generated answer names: the earliest label named (whole word, any case), else None.
+
+    `lmadapt.generative.parse_label` with `first_named`: an answer naming several labels ("Animals, not
+    humans") reads as the first, where a generate task's score would call it unclear.
+    """
+    return parse_label(text, labels, first_named=True)

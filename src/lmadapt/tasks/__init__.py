@@ -1,4 +1,9 @@
-"""Encoder tasks: one module per task type, each a `Task` (fields, features, head, decoding, metrics).
+"""Tasks: one module per task type, registered once, in `MODULES`.
+
+Each module defines its recipe section (`CONFIG`, a Section selected by `type: <module name>`) and, for an
+encoder task, `TASK`: the `Task` (fields, features, head, decoding, metrics) that stages finetune and prompt
+use. sft and generate have no TASK: stage sft serves them (with lmadapt.generative). The recipe's `task:`
+union (`TaskConfig`) and the runtime lookup (`TASKS`) are both built from `MODULES`.
 
 task = get_task(recipe.task)
 labels = task.fit_labels(train_records)
@@ -9,23 +14,43 @@ metrics = task.score([task.gold(r) for r in records], preds)
 
 from __future__ import annotations
 
+from ..config.base import registered_section, section_tag, tagged_union
 from ..errors import RecipeError
+from . import classify, generate, keywords, pair, sft, span, tag
 from .base import Encoded, Task, build_model, run_inference, split_trainer_outputs
-from .classify import ClassifyTask
-from .keywords import KeywordsTask
-from .pair import PairTask
-from .span import SpanTask
-from .tag import TagTask
 
-TASKS: dict[str, type[Task]] = {
-    "classify": ClassifyTask,
-    "pair": PairTask,
-    "tag": TagTask,
-    "keywords": KeywordsTask,
-    "span": SpanTask,
-}
+# The one registration of each task type (the order is the order `type:` choices are listed in errors).
+MODULES = (classify, pair, tag, keywords, span, sft, generate)
 
-__all__ = ["TASKS", "Encoded", "Task", "build_model", "get_task", "run_inference", "split_trainer_outputs"]
+TaskConfig = tagged_union(MODULES)  # the recipe's `task:` section (lmadapt.config.recipe)
+
+
+def _registered_tasks(modules) -> dict[str, type[Task]]:
+    """`type:` -> Task subclass for every module that defines `TASK`."""
+    found = {}
+    for module in modules:
+        task = getattr(module, "TASK", None)
+        if task is None:
+            continue
+        if not (isinstance(task, type) and issubclass(task, Task)):
+            raise TypeError(f"{module.__file__}: TASK must be a subclass of lmadapt.tasks.base.Task")
+        found[section_tag(registered_section(module))] = task
+    return found
+
+
+TASKS: dict[str, type[Task]] = _registered_tasks(MODULES)
+
+__all__ = [
+    "MODULES",
+    "TASKS",
+    "Encoded",
+    "Task",
+    "TaskConfig",
+    "build_model",
+    "get_task",
+    "run_inference",
+    "split_trainer_outputs",
+]
 
 
 def get_task(task_cfg) -> Task:

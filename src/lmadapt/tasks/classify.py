@@ -6,10 +6,28 @@ Single-label uses cross-entropy and predicts the argmax; multi-label uses BCE
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..config.base import Section
+from ..config.fields import FieldNames, as_list, unique_labels
 from ..metrics import classification_metrics, confusion, multilabel_metrics, per_class_report
 from .base import Encoded, Task, label_error
+
+
+class ClassifyConfig(Section):
+    type: Literal["classify"] = "classify"
+    text: FieldNames = Field(["text"], description="Field(s) joined into the input text.")
+    label: str = Field("label", description="Field holding the label (a list of labels when multi_label).")
+    labels: list[str] | None = Field(None, description="Label set in order; default: sorted labels of train.")
+    multi_label: bool = Field(False, description="Each example may carry several labels.")
+    id: str | None = Field(None, description="Field copied into predictions (e.g. for a submission CSV).")
+    separator: str = Field("\n", description="Joins several text fields.")
+
+    _list = field_validator("text", mode="before")(as_list)
+    _distinct = field_validator("labels")(unique_labels)
 
 
 class ClassifyTask(Task):
@@ -99,3 +117,6 @@ class ClassifyTask(Task):
             "per_class": per_class_report(golds, preds, self.labels),
             "confusion": confusion(golds, preds, self.labels),
         }
+
+
+CONFIG, TASK = ClassifyConfig, ClassifyTask

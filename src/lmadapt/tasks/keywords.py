@@ -10,15 +10,30 @@ against ALL gold keywords, including those that never appear in the text, which 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
+from ..config.base import Section
+from ..config.fields import FieldNames, as_list
 from ..metrics import keyword_metrics, normalize_keyword
 from .base import Encoded
 from .tag import TagTask, words_from_subwords
 
 WORD = re.compile(r"\w+|[^\w\s]")
 LABELS = ["O", "B-KW", "I-KW"]
+
+
+class KeywordsConfig(Section):
+    """Keyword extraction as BIO tagging of keyword mentions in the text, decoded back to a keyword list."""
+
+    type: Literal["keywords"] = "keywords"
+    text: FieldNames = Field(["title", "abstract"], description="Field(s) the keywords are found in.")
+    keywords: str = Field("keywords", description="Field with the list of gold keywords.")
+    id: str | None = None
+
+    _list = field_validator("text", mode="before")(as_list)
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -121,3 +136,6 @@ def recall_ceiling(task: KeywordsTask, records: list[dict]) -> float:
             total += 1
             found += any(t != "O" for t in keyword_tags(words, [keyword]))
     return found / total if total else 0.0
+
+
+CONFIG, TASK = KeywordsConfig, KeywordsTask

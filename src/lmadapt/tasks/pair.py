@@ -5,8 +5,25 @@ The texts are encoded as one sequence pair ([CLS] a [SEP] b [SEP] for BERT); onl
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..config.base import Section
+from ..config.fields import unique_labels
 from .base import Task
 from .classify import ClassifyTask
+
+
+class PairConfig(Section):
+    type: Literal["pair"] = "pair"
+    text_a: str = Field("text_a")
+    text_b: str = Field("text_b")
+    label: str = Field("label")
+    labels: list[str] | None = None
+    id: str | None = None
+
+    _distinct = field_validator("labels")(unique_labels)
 
 
 class PairTask(ClassifyTask):
@@ -30,3 +47,6 @@ class PairTask(ClassifyTask):
         return tokenizer(a, b, truncation="longest_first", max_length=max_length)
 
     model_kwargs = Task.model_kwargs
+
+
+CONFIG, TASK = PairConfig, PairTask

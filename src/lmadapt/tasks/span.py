@@ -7,14 +7,28 @@ windows of a record, the best-scoring (start <= end, at most MAX_ANSWER tokens) 
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from pydantic import Field
+
+from ..config.base import Section
 from ..errors import DataError
 from ..metrics import span_metrics
 from .base import Encoded, Task
 
 MAX_ANSWER = 30
 TOP_K = 20
+
+
+class SpanConfig(Section):
+    type: Literal["span"] = "span"
+    context: str = Field("context")
+    question: str = Field("question")
+    answer: str = Field(
+        "answer", description="Field with {text, start} (start: character offset in context)."
+    )
+    id: str | None = None
 
 
 class SpanTask(Task):
@@ -101,3 +115,6 @@ def _positions(offsets: list, a_start: int, a_end: int) -> tuple[int, int]:
     start = next(i for i in inside if offsets[i][1] > a_start)
     end = next(i for i in reversed(inside) if offsets[i][0] < a_end)
     return start, end
+
+
+CONFIG, TASK = SpanConfig, SpanTask

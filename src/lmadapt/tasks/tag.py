@@ -7,12 +7,27 @@ exactly one tag per input word; words cut off by `max_length` are predicted "O".
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..config.base import Section
+from ..config.fields import unique_labels
 from ..metrics import entity_metrics
 from .base import Encoded, Task, label_error
 
 IGNORE = -100
+
+
+class TagConfig(Section):
+    type: Literal["tag"] = "tag"
+    tokens: str = Field("tokens", description="Field with the list of words.")
+    tags: str = Field("tags", description="Field with one BIO tag per word.")
+    labels: list[str] | None = Field(None, description="Tag set; default: from train.")
+    id: str | None = None
+
+    _distinct = field_validator("labels")(unique_labels)
 
 
 def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
@@ -101,3 +116,6 @@ class TagTask(Task):
 
     def score(self, golds: list, preds: list) -> dict[str, float]:
         return entity_metrics(golds, preds)
+
+
+CONFIG, TASK = TagConfig, TagTask
