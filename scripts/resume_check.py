@@ -50,7 +50,9 @@ def main() -> int:
     steps = json.loads((whole / "metrics.json").read_text())["history"][-1]["step"]
     print(f"uninterrupted: {time.perf_counter() - start:.0f} s, {steps} steps")
 
-    target = random.randint(1, max(steps // 2, 1))  # the first checkpoint at or past it is where the kill lands
+    target = random.randint(
+        1, max(steps // 2, 1)
+    )  # the first checkpoint at or past it is where the kill lands
     cmd = [sys.executable, "-m", "lmadapt", "train", args.recipe, *args.overrides, f"output={killed}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = staging_path(killed) / "checkpoints"
