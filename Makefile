@@ -1,11 +1,11 @@
 # Two set-up commands on a fresh machine: `make demo` and `make test`.
-# Installs come from requirements.lock (exact versions + sha256 of every file), so a fresh machine gets
+# Installs come from requirements.txt (exact versions + sha256 of every file), so a fresh machine gets
 # exactly the stack that was tested. `make lock` refreshes the lock; `make test-latest` tries the newest
 # allowed releases in a separate venv first.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-LOCK := requirements.lock
+LOCK := requirements.txt  # the lock: pip-compile output, every file hash-pinned
 LINT_PATHS := src tests $(wildcard bench scripts/*.py)
 STAMP := $(VENV)/.installed
 # The lock tool itself is pinned too, so `make lock` is reproducible.

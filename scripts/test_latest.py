@@ -1,7 +1,7 @@
 """`make test-latest`: the unit tests against the newest releases pyproject.toml allows (not part of CI).
 
 Run inside .venv-latest (built by the Makefile with `pip install --upgrade -e .[dev]`). Prints the versions
-that differ from requirements.lock, runs the unit tests, and writes both into docs/test-latest.md, so drift
+that differ from requirements.txt, runs the unit tests, and writes both into docs/test-latest.md, so drift
 shows up before `make lock` brings it in.
 """
 
@@ -19,7 +19,7 @@ WATCH = ["torch", "transformers", "peft", "trl", "accelerate", "datasets", "toke
 
 
 def locked() -> dict[str, str]:
-    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", (ROOT / "requirements.lock").read_text(), re.M)
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", (ROOT / "requirements.txt").read_text(), re.M)
     return {name.lower(): version for name, version in pins}
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import RecipeError
 from .base import section_tag
-from .text import decode_utf8
+from .text import read_utf8
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -320,14 +320,7 @@ def load_config(
 
 
 def _read_text(path: Path, what: str) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RecipeError(f"{path}: the {what} cannot be read: {exc.strerror or exc}") from None
-    text, line, why = decode_utf8(data)
-    if text is None:
-        raise RecipeError(f"{path}:{line}: the {what} is not readable: {why}; save it as UTF-8")
-    return text
+    return read_utf8(path, RecipeError, what)
 
 
 def _yaml_line(exc: yaml.YAMLError, text: str) -> str:

@@ -31,3 +31,15 @@ def decode_utf8(data: bytes) -> tuple[str | None, int, str]:
     except UnicodeDecodeError as exc:
         at = bom + exc.start  # where in the file, BOM included
         return None, data.count(b"\n", 0, at) + 1, f"not UTF-8 text (byte {at}: {exc.reason})"
+
+
+def read_utf8(path, error: type[Exception], what: str) -> str:
+    """A file's text (UTF-8, a BOM allowed); `error` names the file, and the line where decoding fails."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: the {what} cannot be read: {exc.strerror or exc}") from None
+    text, line, why = decode_utf8(data)
+    if text is None:
+        raise error(f"{path}:{line}: the {what} is not readable: {why}; save it as UTF-8")
+    return text

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from ..config.text import decode_utf8
+from ..config.text import read_utf8
 from ..errors import DataError
 
 FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -63,14 +63,7 @@ def no_records(path: str | Path) -> DataError:
 
 def _read_text(path: Path) -> str:
     """The file as text: UTF-8, with or without a byte-order mark (Excel writes one)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    text, line, why = decode_utf8(data)
-    if text is None:
-        raise DataError(f"{path}:{line}: {why}; save the file as UTF-8")
-    return text
+    return read_utf8(path, DataError, "file")
 
 
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a \ud800-\udfff escape: valid only as half of a pair
