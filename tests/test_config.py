@@ -154,7 +154,7 @@ def test_each_method_and_task_is_registered_once_for_schema_and_runtime():
         tags = [section_tag(m.CONFIG) for m in package.MODULES]
         assert tags == [m.__name__.rpartition(".")[2] for m in package.MODULES]
         assert set(runtime) <= set(tags)
-    assert set(tags) - set(tasks.TASKS) == {"sft", "generate"}
+    assert set(tags) - set(tasks.TASKS) == {"sft", "generate", "lm", "preference"}  # served by their stages
     with pytest.raises(
         RecipeError, match=r"unknown type 'lorra'; did you mean 'lora'\? \(choose one of: full, "
     ):

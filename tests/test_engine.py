@@ -152,3 +152,42 @@ def test_run_chat_reads_lines_with_reset_and_exit(tmp_path):
     assert [m["role"] for m in session.messages] == ["system", "user", "assistant"]
     assert session.messages[1]["content"] == "again"
     assert "(history cleared)" in said and sum(s.startswith("assistant>") for s in said) == 3
+
+
+def test_a_sequence_joining_a_running_batch_decodes_as_it_would_alone(engine):
+    """Continuous batching: rows that join mid-run (their cache left-padded to the batch) and rows that leave
+    early give the same greedy tokens as each prompt decoded alone."""
+    from lmadapt.infer.decode import DecodeBatch
+
+    alone = [manual_greedy_ids(engine, p, 12) for p in PROMPTS]
+    seqs = [engine.sequence(engine.encode(p), engine.decoding(max_new_tokens=12)) for p in PROMPTS]
+    batch = DecodeBatch(engine.model, engine.tokenizer.pad_token_id)
+    batch.add(seqs[:1])
+    for _ in range(3):
+        batch.step()
+    batch.add(seqs[1:3])  # join after three steps
+    batch.step()
+    batch.add(seqs[3:])
+    seqs[1].cancel()  # leaves at the next step; the others go on
+    while len(batch):
+        batch.step()
+    assert seqs[1].finish_reason == "cancelled"
+    for i in (0, 2, 3):
+        assert seqs[i].new_ids == alone[i][: len(seqs[i].new_ids)]
+        assert seqs[i].finish_reason == ("length" if len(alone[i]) == 12 else "stop")
+        assert seqs[i].new_ids == alone[i]
+
+
+def test_streamed_deltas_never_show_a_stop_string_or_its_start(engine):
+    full = engine.generate([PROMPTS[1]], max_new_tokens=16)[0]
+    stop = full[3:6]
+    seq = engine.sequence(engine.encode(PROMPTS[1]), engine.decoding(max_new_tokens=16, stop=[stop]))
+    from lmadapt.infer.decode import DecodeBatch
+
+    batch = DecodeBatch(engine.model, engine.tokenizer.pad_token_id)
+    batch.add([seq])
+    shown = []
+    while len(batch):
+        shown += [d for _, d in batch.step()]
+    assert "".join(shown) == full[: full.index(stop)] == seq.text
+    assert seq.finish_reason == "stop"

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmadapt"
 LAYERS = [
     ["cli", "__main__", "serve"],
     ["compare", "synth", "predict", "export"],
-    ["stages", "baselines", "prompting", "infer"],
+    ["stages", "baselines", "prompting", "infer", "alignment"],
     [
         "tasks",
         "methods",

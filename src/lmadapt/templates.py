@@ -11,7 +11,7 @@ answer tokens are exactly what the model must produce after the prompt the infer
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .errors import DataError, RecipeError
 
@@ -147,3 +147,41 @@ def encode_chat(
     if max_length is not None:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return input_ids, labels
+
+
+def fit_fields(
+    record: Mapping, fields: Sequence[str], tokenizer, measure: Callable[[Mapping], int], max_length: int
+) -> tuple[dict, str]:
+    """`record` with its input `fields` shortened so that `measure(record)` (its token count) <= max_length.
+
+    Only `fields` are cut, never the instruction or the answer: the last non-empty field first, at a token
+    boundary (a character a byte-level BPE splits over several tokens goes whole), and emptied before an
+    earlier field is cut. Returns (record, status): "fits" (unchanged), "cut" (an input was shortened) or
+    "too_long": even with every input empty it does not fit, and the record comes back unchanged.
+    """
+    record = dict(record)
+    over = measure(record) - max_length
+    if over <= 0:
+        return record, "fits"
+    bare = {**record, **{f: "" for f in fields if record.get(f)}}
+    if bare == record or measure(bare) > max_length:
+        return record, "too_long"
+    while over > 0:
+        field = next(f for f in reversed(fields) if record.get(f))
+        text = str(record[field])
+        record[field] = _cut_tokens(tokenizer, text, over)
+        over = measure(record) - max_length
+    return record, "cut"
+
+
+def _cut_tokens(tokenizer, text: str, count: int) -> str:
+    """`text` without its last `count` tokens (at least one character shorter; "" when it has no more)."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [start for start, _ in enc["offset_mapping"]]
+    else:  # a Python tokenizer has no offsets: cut in proportion
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        starts = [len(text) * i // max(n, 1) for i in range(n)]
+    keep = len(starts) - count
+    cut = starts[keep] if keep > 0 else 0
+    return text[: min(cut, len(text) - 1)]

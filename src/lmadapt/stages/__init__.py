@@ -12,9 +12,17 @@ STAGES = {
     "finetune": "lmadapt.stages.finetune",
     "sft": "lmadapt.stages.sft",
     "prompt": "lmadapt.stages.prompt",
+    "rm": "lmadapt.stages.rm",
+    "ppo": "lmadapt.stages.ppo",
+    "dpo": "lmadapt.stages.dpo",
+    "grpo": "lmadapt.stages.grpo",
+    "pretrain": "lmadapt.stages.pretrain",
 }
 # (stage, method) -> a baseline that stands in for the stage: it loads no model, but writes the same folder.
-BASELINES = {("finetune", "tfidf"): "lmadapt.baselines.tfidf"}
+BASELINES = {
+    ("finetune", "tfidf"): "lmadapt.baselines.tfidf",
+    ("finetune", "keyphrase"): "lmadapt.baselines.keyphrase",
+}
 
 
 def run_stage(recipe, resume: bool = False) -> Path:

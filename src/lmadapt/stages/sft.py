@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import DataError, RecipeError
 from ..evaluation import cost_record
 from ..runs import RunDir, timer
-from ..templates import IGNORE, encode_chat, resolve_template, to_messages
+from ..templates import IGNORE, encode_chat, fit_fields, resolve_template, to_messages
 from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
 
@@ -45,11 +45,11 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     template = resolve_template(tokenizer, task.template)
-    splits, features, dropped = prepare_examples(splits, task, tokenizer, template, cfg.max_length)
+    splits, features, counts = prepare_examples(splits, task, tokenizer, template, cfg.max_length)
     training = bool(features["train"])
 
     # --- run folder (only now: a bad recipe, data or model leaves nothing behind), method ------------
-    run_dir = start_run(recipe, resume, splits, dropped)
+    run_dir = start_run(recipe, resume, splits, counts)
     model, trainable, total = adapt(model, recipe.method, training, template, run_dir)
 
     # --- train, with the held-out loss before and after ----------------------------------------------
@@ -86,14 +86,33 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
 
 
-def start_run(recipe, resume: bool, splits: dict, dropped: dict) -> RunDir:
+def start_run(recipe, resume: bool, splits: dict, counts: dict) -> RunDir:
     run_dir = RunDir.start(recipe, resume)
     run_dir.write_config(recipe)
     run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    for name, count in dropped.items():
-        if count:
-            run_dir.log(f"{name}: {count} examples left out (no answer token within max_length)")
+    for line in fit_report(counts, recipe.task.type, recipe.train.max_length):
+        run_dir.log(line)
     return run_dir
+
+
+def fit_report(counts: dict, task_type: str, max_length: int) -> list[str]:
+    """Log lines: per split, inputs cut to fit max_length, answers cut (sft), examples left out."""
+    lines = []
+    for name, c in counts.items():
+        if c["cut"]:
+            lines.append(f"{name}: {c['cut']} examples had their input cut to fit max_length={max_length}")
+        answer_cut = c["too_long"] - c["dropped"]
+        if task_type == "sft" and answer_cut > 0:
+            lines.append(f"{name}: {answer_cut} examples exceed max_length={max_length} without their input: "
+                         "the end of the answer is cut")  # fmt: skip
+        if c["dropped"]:
+            why = (
+                "no answer token within max_length"
+                if task_type == "sft"
+                else "instruction + answer exceed it"
+            )
+            lines.append(f"{name}: {c['dropped']} examples left out ({why}, max_length={max_length})")
+    return lines
 
 
 def adapt(model, method_cfg, training: bool, template: str, run_dir: RunDir):
@@ -112,21 +131,33 @@ def adapt(model, method_cfg, training: bool, template: str, run_dir: RunDir):
 
 
 def prepare_examples(splits, task, tokenizer, template: str, max_length: int):
-    """(records, tokenized examples, dropped counts) per split; generate tasks get their inputs shortened
-    first. Stops when every training example is dropped: it never falls back to the untrained model."""
-    if task.type == "generate":  # shorten long inputs, never the instruction or the answer
-        splits = {
-            n: [fit_record(r, task, tokenizer, template, max_length) for r in rs] for n, rs in splits.items()
-        }
+    """(records, tokenized examples, counts) per split. Input fields are cut first so that instruction +
+    input + answer fit max_length (never the instruction or the answer); counts per split: cut, too_long
+    (not even without input), dropped. Stops when every training example is dropped: it never falls back to
+    the untrained model."""
+    fitted = {
+        n: [fit_record(r, task, tokenizer, template, max_length) for r in rs] for n, rs in splits.items()
+    }
+    splits = {n: [r for r, _ in rs] for n, rs in fitted.items()}
     built = {name: build_examples(rs, tokenizer, template, max_length, task) for name, rs in splits.items()}
     features = {name: f for name, (f, _) in built.items()}
     if splits["train"] and not features["train"]:
-        raise DataError(
-            f"data.train: all {len(splits['train'])} training examples were dropped: none has an answer "
-            f"token within train.max_length={max_length} (the prompt alone fills it); raise "
-            "train.max_length or shorten the prompts"
+        blank = dict.fromkeys(input_fields(task), "")
+        bare = min(
+            len(encode_chat(tokenizer, record_messages(r | blank, task), template)[0])
+            for r in splits["train"]
         )
-    return splits, features, {name: n for name, (_, n) in built.items()}
+        raise DataError(
+            f"data.train: all {len(splits['train'])} training examples were dropped: none fits "
+            f"train.max_length={max_length} even with its input cut (the shortest instruction + answer "
+            f"takes {bare} tokens); raise train.max_length to at least {bare} or shorten the instruction"
+        )
+    counts = {
+        n: {"cut": sum(s == "cut" for _, s in rs), "too_long": sum(s == "too_long" for _, s in rs)}
+        | {"dropped": built[n][1]}
+        for n, rs in fitted.items()
+    }
+    return splits, features, counts
 
 
 def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: RunDir):
@@ -254,26 +285,29 @@ def record_messages(record: dict, task) -> list[dict]:
     return messages
 
 
-def fit_record(record: dict, task, tokenizer, template: str, max_length: int) -> dict:
-    """A generate-task record whose last input field is cut so that prompt + answer fit in `max_length`."""
-    field = next((f for f in reversed(task.text) if record.get(f)), None)
-    for _ in range(3):  # token counts of a cut text can shift by a token or two at the cut: re-measure
-        over = len(encode_chat(tokenizer, record_messages(record, task), template)[0]) - max_length
-        if field is None or over <= 0:
-            return record
-        text = str(record[field])
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        keep = max(len(enc["input_ids"]) - over - 1, 0)
-        cut = enc["offset_mapping"][keep][0] if keep < len(enc["input_ids"]) else len(text)
-        record = {**record, field: text[:cut]}
-    return record
+def fit_record(record: dict, task, tokenizer, template: str, max_length: int) -> tuple[dict, str]:
+    """(record, status): its input fields (generate: task.text; sft: an Alpaca `input`) cut, last first, so
+    that the whole example fits `max_length` tokens; status "fits", "cut" or "too_long" (templates.fit_fields)."""
+    length = lambda r: len(encode_chat(tokenizer, record_messages(r, task), template)[0])  # noqa: E731
+    return fit_fields(record, input_fields(task), tokenizer, length, max_length)
+
+
+def input_fields(task) -> list[str]:
+    """The fields that may be cut to fit: a generate task's inputs, an Alpaca record's `input`."""
+    return list(task.text) if task.type == "generate" else ["input"]
 
 
 def build_examples(records, tokenizer, template: str, max_length: int, task) -> tuple[list[dict], int]:
-    """Tokenized examples ({input_ids, labels}) and how many were dropped for having no answer token left."""
+    """Tokenized examples ({input_ids, labels}) cut at max_length, and how many were dropped: no answer token
+    left, or (generate tasks, whose answer is learnt whole or not at all) any part of the answer cut."""
     features, dropped = [], 0
     for record in records:
-        ids, labels = encode_chat(tokenizer, record_messages(record, task), template, max_length)
+        ids, labels = encode_chat(tokenizer, record_messages(record, task), template)
+        whole = len(ids) <= max_length
+        ids, labels = ids[:max_length], labels[:max_length]
+        if task.type == "generate" and not whole:
+            dropped += 1
+            continue
         if all(x == IGNORE for x in labels[1:]):  # label 0 is never predicted (nothing comes before it)
             dropped += 1
             continue

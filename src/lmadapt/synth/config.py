@@ -65,8 +65,10 @@ class FilterConfig(Section):
     rouge_threshold: float = Field(
         0.7, gt=0, le=1, description="Reject when ROUGE-L vs any pool item >= this."
     )
-    min_words: int = Field(3, ge=1)
-    max_words: int = Field(150, ge=1)
+    min_words: int = Field(3, ge=1, description="Fewest words (text that is not mostly CJK).")
+    max_words: int = Field(150, ge=1, description="Most words (text that is not mostly CJK).")
+    min_chars: int = Field(5, ge=1, description="Fewest characters of a mostly-CJK (Chinese) instruction.")
+    max_chars: int = Field(300, ge=1, description="Most characters of a mostly-CJK (Chinese) instruction.")
     blacklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLACKLIST))
     max_instances: int = Field(5, ge=1, description="Keep at most this many instances per task.")
 
@@ -76,7 +78,12 @@ class SynthConfig(Section):
 
     method: Literal["self-instruct", "alpaca"] = "self-instruct"
     seeds: str = Field(
-        "self-instruct-seeds", description="Catalog dataset name or a JSONL file of seed tasks."
+        "self-instruct-seeds",
+        description="Catalog dataset name or a JSONL file of seed tasks: {instruction, instances, "
+        "is_classification} records, or Alpaca {instruction, input, output} rows (e.g. alpaca-zh).",
+    )
+    max_seeds: int | None = Field(
+        None, ge=1, description="Draw this many seed tasks (seeded by `seed`) from the source; null: all."
     )
     language: Literal["en", "zh"] = Field("en", description="Language of the prompt frames.")
     backend: Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="type")] = Field(

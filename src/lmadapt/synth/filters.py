@@ -1,13 +1,18 @@
 """Filters that decide which generated instructions and instances enter the task pool.
 
 Every check works on any script: text is tokenized with CJK characters as single tokens and other text as
-words, so Chinese instructions get meaningful ROUGE-L scores and word counts (no ASCII-only filter).
+words, so Chinese instructions get ROUGE-L over characters, and their length limits count characters
+(`min_chars`/`max_chars`) where English ones count words. The blacklist has the Self-Instruct words and their
+Chinese counterparts; Self-Instruct's two other rules are mirrored too: an instruction that asks to "write a
+program" (写一个程序) is dropped, and in a Chinese run one not written in Chinese (its first-character ASCII
+check, turned round).
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,7 +49,29 @@ DEFAULT_BLACKLIST = [
     "音乐",
     "流程图",
     "图表",
+    "照片",
+    "曲线图",
+    "示意图",
+    "画出",  # not "画" alone: 漫画, 画家, 刻画 are text topics
+    "画一幅",
+    "画一张",
+    "绘图",
+    "作图",
+    "录音",
+    "录像",
+    "前往",
 ]
+# Self-Instruct drops "Write a program ..." (asking for a program or the answer is unclear): the start of an
+# instruction, in either language.
+PROGRAM_STARTS = (
+    "write a program",
+    "写一个程序",
+    "编写一个程序",
+    "写一段程序",
+    "编写一段程序",
+    "编写程序",
+    "写程序",
+)
 
 _HAS_CJK = re.compile(rf"[{CJK_CHARS}]")
 tokenize = rouge_tokens  # the pool's similarity uses the same tokens as the ROUGE-L metric
@@ -71,7 +98,29 @@ def blacklisted(text: str, words: Sequence[str]) -> str | None:
 
 
 def word_count(text: str) -> int:
+    """Words plus CJK characters (each CJK character is one token)."""
     return len(tokenize(text))
+
+
+def cjk_share(text: str) -> float:
+    """The share of the text's tokens that are CJK characters (0.0 for text without tokens)."""
+    tokens = tokenize(text)
+    return sum(bool(_HAS_CJK.fullmatch(t)) for t in tokens) / len(tokens) if tokens else 0.0
+
+
+def length_check(text: str, rules: InstructionRules) -> str | None:
+    """ "too_short" / "too_long" against the limits of the text's kind: characters for mostly-CJK text
+    (min_chars/max_chars), words otherwise (min_words/max_words); None when it is within them."""
+    n = word_count(text)
+    low, high = (
+        (rules.min_chars, rules.max_chars) if cjk_share(text) >= 0.5 else (rules.min_words, rules.max_words)
+    )
+    return "too_short" if n < low else "too_long" if n > high else None
+
+
+def starts_with_punctuation(text: str) -> bool:
+    """ASCII punctuation or any Unicode punctuation (，。：“ ...) first."""
+    return text[0] in string.punctuation or unicodedata.category(text[0]).startswith("P")
 
 
 def normalize(text: str) -> str:
@@ -137,7 +186,11 @@ class InstructionRules:
     rouge_threshold: float = 0.7
     min_words: int = 3
     max_words: int = 150
+    min_chars: int = 5
+    max_chars: int = 300
     blacklist: tuple[str, ...] = tuple(DEFAULT_BLACKLIST)
+    program_starts: tuple[str, ...] = PROGRAM_STARTS
+    language: str = "en"  # "zh": an instruction mostly without Chinese characters is "not_chinese"
 
 
 def check_instruction(
@@ -152,15 +205,17 @@ def check_instruction(
     text = text.strip()
     if not text:
         return "empty", empty
-    n = word_count(text)
-    if n < rules.min_words:
-        return "too_short", empty
-    if n > rules.max_words:
-        return "too_long", empty
-    if text[0] in string.punctuation:
+    too = length_check(text, rules)
+    if too:
+        return too, empty
+    if starts_with_punctuation(text):
         return "starts_with_punctuation", empty
+    if rules.language == "zh" and cjk_share(text) < 0.5:
+        return "not_chinese", empty
     if blacklisted(text, rules.blacklist):
         return "blacklist", empty
+    if text.lower().startswith(rules.program_starts):
+        return "program", empty
     if pool.contains(text):
         return "duplicate", empty
     sim = pool.similarity(text)

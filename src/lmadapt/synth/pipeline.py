@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -30,14 +31,23 @@ from ..utils.io import append_jsonl, write_json, write_jsonl, write_text
 from . import prompts as P
 from .backends import Backend
 from .config import SynthConfig, synth_config_to_yaml
-from .filters import InstructionPool, InstructionRules, check_instruction, filter_instances, tokenize
+from .filters import (
+    InstructionPool,
+    InstructionRules,
+    check_instruction,
+    filter_instances,
+    tokenize,
+    word_count,
+)
 
 INSTRUCTION_FILTERS = [
     "empty",
     "too_short",
     "too_long",
     "starts_with_punctuation",
+    "not_chinese",
     "blacklist",
+    "program",
     "duplicate",
     "rouge_l",
 ]
@@ -57,9 +67,12 @@ def _seed_file(source: str) -> Path:
     return folder / "train.jsonl"
 
 
-def load_seeds(source: str) -> list[P.SeedTask]:
-    """Seed tasks from a catalog dataset (split train) or a JSONL file of {instruction, instances, ...}.
+def load_seeds(source: str, limit: int | None = None, seed: int = 0) -> list[P.SeedTask]:
+    """Seed tasks from a catalog dataset (split train) or a JSONL file; `limit`: a seeded sample of that many
+    (every classification seed, the rest drawn at random).
 
+    A record is a Self-Instruct seed {instruction, instances: [{input, output}], is_classification} or an
+    Alpaca row {instruction, input, output} (one instance; a classification task when `alpaca_classifies`).
     Raises DataError naming the file, line and field of the first malformed record.
     """
     path = _seed_file(source)
@@ -68,39 +81,69 @@ def load_seeds(source: str) -> list[P.SeedTask]:
     seeds = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            inst = rec.get("instruction")
-            if not isinstance(inst, str) or not inst.strip():
-                raise DataError(f"{where}: field 'instruction': expected a non-empty string, got {inst!r}")
-            instances = rec.get("instances")
-            if not isinstance(instances, list) or not instances:
-                raise DataError(f"{where}: field 'instances': expected a non-empty list of {{input, output}}")
-            for i, x in enumerate(instances):
-                if not isinstance(x, dict) or not isinstance(x.get("output"), str):
-                    raise DataError(f"{where}: field 'instances[{i}].output': expected a string")
-                if not isinstance(x.get("input", ""), str):
-                    raise DataError(f"{where}: field 'instances[{i}].input': expected a string")
-            clf = rec.get("is_classification", False)
-            if not isinstance(clf, bool):
-                raise DataError(f"{where}: field 'is_classification': expected true or false, got {clf!r}")
-            seeds.append(
-                P.SeedTask(
-                    inst.strip(),
-                    [{"input": x.get("input", ""), "output": x["output"]} for x in instances],
-                    clf,
-                )
-            )
+            if line.strip():
+                seeds.append(_seed_task(line, f"{path}:{lineno}"))
     if not seeds:
         raise DataError(f"{path}: no seed tasks")
+    if limit is not None and limit < len(
+        seeds
+    ):  # classification seeds are rare (alpaca-zh: 4 of 800): all stay
+        rng = random.Random(seed)
+        clf = [i for i, s in enumerate(seeds) if s.is_classification][:limit]
+        rest = [i for i, s in enumerate(seeds) if not s.is_classification]
+        keep = sorted(clf + rng.sample(rest, limit - len(clf)))
+        seeds = [seeds[i] for i in keep]
     return seeds
+
+
+def _seed_task(line: str, where: str) -> P.SeedTask:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    inst = rec.get("instruction")
+    if not isinstance(inst, str) or not inst.strip():
+        raise DataError(f"{where}: field 'instruction': expected a non-empty string, got {inst!r}")
+    if "instances" not in rec and "output" in rec:  # an Alpaca row
+        for key in ("input", "output"):
+            if not isinstance(rec.get(key, ""), str):
+                raise DataError(f"{where}: field '{key}': expected a string, got {rec[key]!r}")
+        instance = {"input": rec.get("input", "").strip(), "output": rec["output"].strip()}
+        return P.SeedTask(inst.strip(), [instance], alpaca_classifies(inst, instance["output"]))
+    instances = rec.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise DataError(
+            f"{where}: field 'instances': expected a non-empty list of {{input, output}} "
+            "(or give an Alpaca row: instruction, input, output)"
+        )
+    for i, x in enumerate(instances):
+        if not isinstance(x, dict) or not isinstance(x.get("output"), str):
+            raise DataError(f"{where}: field 'instances[{i}].output': expected a string")
+        if not isinstance(x.get("input", ""), str):
+            raise DataError(f"{where}: field 'instances[{i}].input': expected a string")
+    clf = rec.get("is_classification", False)
+    if not isinstance(clf, bool):
+        raise DataError(f"{where}: field 'is_classification': expected true or false, got {clf!r}")
+    return P.SeedTask(
+        inst.strip(), [{"input": x.get("input", ""), "output": x["output"]} for x in instances], clf
+    )
+
+
+_CLASSIFY_WORDS = re.compile(
+    r"分类|归类|归为|判断.*(是否|还是)|属于哪|哪一类|哪个类别|情感倾向|\bclassify\b|\bcategori[sz]e\b|"
+    r"\bwhich (category|class)\b|\bis it (true|false)\b",
+    re.IGNORECASE,
+)
+
+
+def alpaca_classifies(instruction: str, output: str, max_output: int = 12) -> bool:
+    """Whether an Alpaca row (which has no is_classification flag) is a classification task: its instruction
+    asks to classify or judge and its answer is a short label (at most `max_output` words / CJK characters).
+    The seeds need some of each kind: the classification prompt shows both, and classification tasks get
+    output-first instances."""
+    return bool(_CLASSIFY_WORDS.search(instruction)) and 0 < word_count(output) <= max_output
 
 
 # ---------------------------------------------------------------- resumable output files
@@ -174,7 +217,10 @@ class Synthesizer:
             rouge_threshold=cfg.filters.rouge_threshold,
             min_words=cfg.filters.min_words,
             max_words=cfg.filters.max_words,
+            min_chars=cfg.filters.min_chars,
+            max_chars=cfg.filters.max_chars,
             blacklist=tuple(cfg.filters.blacklist),
+            language=cfg.language,
         )
         self.pool = InstructionPool(
             [s.instruction for s in self.seeds] + [t["instruction"] for t in store.tasks]
@@ -457,7 +503,7 @@ def run_synth(cfg: SynthConfig, backend: Backend | None = None, progress: bool =
     """Generate until `cfg.target` tasks are accepted (resuming `cfg.output`); return the output folder."""
     from tqdm.auto import tqdm
 
-    seeds = load_seeds(cfg.seeds)
+    seeds = load_seeds(cfg.seeds, cfg.max_seeds, cfg.seed)
     folder = Path(cfg.output)
     store = Store(folder)
     write_text(folder / "config.yaml", synth_config_to_yaml(cfg))

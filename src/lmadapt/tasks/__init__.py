@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from ..config.base import registered_section, section_tag, tagged_union
 from ..errors import RecipeError
-from . import classify, generate, keywords, pair, sft, span, tag
+from . import classify, generate, keywords, lm, pair, preference, sft, span, tag
 from .base import Encoded, Task, build_model, run_inference, split_trainer_outputs
 
 # The one registration of each task type (the order is the order `type:` choices are listed in errors).
-MODULES = (classify, pair, tag, keywords, span, sft, generate)
+MODULES = (classify, pair, tag, keywords, span, sft, generate, preference, lm)
 
 TaskConfig = tagged_union(MODULES)  # the recipe's `task:` section (lmadapt.config.recipe)
 

@@ -1,0 +1,130 @@
+"""The set of models one server serves, by name: base models, merged exports, sft run folders.
+
+`lmadapt serve smollm2-135m-instruct runs/a runs/b` serves three names: the base model, and the LoRA adapters
+of runs a and b over that same base, loaded once (PEFT multi-adapter: the adapter is switched per batch).
+`NAME=SPEC` picks a name; otherwise a run is named by its folder, a model by what was given (a folder by its
+last part). A request's `model` is looked up in this set only, so no request can name a file on the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..infer.engine import Engine, is_run_dir, load_causal_lm, load_engine
+from ..infer.scheduler import Target
+from .security import ServeError
+
+__all__ = ["Served", "load_served", "pick_dtype"]
+
+
+@dataclass
+class Served:
+    name: str
+    kind: str  # "model" | "adapter" | "run"
+    source: str  # what was given on the command line (shown only to the operator)
+    target: Target
+
+    @property
+    def engine(self) -> Engine:
+        return self.target.engine
+
+
+def pick_dtype(dtype: str) -> str:
+    """'auto': bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16 / AMX) or on a GPU, else float32."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    try:
+        return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    except (AttributeError, RuntimeError):
+        return "float32"
+
+
+def _split(spec: str) -> tuple[str | None, str]:
+    name, eq, rest = spec.partition("=")
+    if eq and name and "/" not in name and not Path(spec).exists():
+        return name, rest
+    return None, spec
+
+
+def _lora_run(path: Path):
+    """The recipe of a complete sft run whose weights are a LoRA adapter (shareable over one base), or None."""
+    from ..runs import RunDir
+
+    recipe = RunDir.open_complete(path, "serve").read_config()
+    if recipe.stage != "sft":
+        raise ServeError(f"{path}: a {recipe.stage} run; serve needs an sft run (or a model folder)")
+    return recipe if recipe.method.type == "lora" and (path / "adapter").is_dir() else None
+
+
+def load_served(
+    specs: list[str], dtype: str = "float32", trust_remote_code: bool = False
+) -> dict[str, Served]:
+    """Load every spec; LoRA runs over the same base model share one copy of it."""
+    import torch
+
+    served: dict[str, Served] = {}
+    plan = []
+    for spec in specs:
+        name, where = _split(spec)
+        path = Path(where)
+        if is_run_dir(path):
+            recipe = _lora_run(path)
+            plan.append((name or path.resolve().name, where, "adapter" if recipe else "run", recipe))
+        else:
+            plan.append((name or (path.name if path.exists() else where), where, "model", None))
+    for name, *_ in plan:
+        if sum(n == name for n, *_ in plan) > 1:
+            raise ServeError(f"two models would be served as {name!r}: name them with NAME=PATH")
+    adapter_bases = {r.model.name for _, _, kind, r in plan if kind == "adapter"}
+    shared: dict[str, list] = {}  # base model name -> [peft model or None, base model, tokenizer]
+    pending = []  # (name, kind, where, base name, template): served over a shared base
+    for name, where, kind, recipe in plan:
+        base_name = recipe.model.name if kind == "adapter" else where
+        if kind == "run" or (kind == "model" and base_name not in adapter_bases):
+            engine = load_engine(where, trust_remote_code=trust_remote_code)
+            engine.model.to(getattr(torch, dtype))
+            served[name] = Served(name, kind, where, Target(name, engine))
+            continue
+        if base_name not in shared:
+            shared[base_name] = [None, *load_causal_lm(base_name, dtype, trust_remote_code)]
+        group = shared[base_name]
+        if kind == "adapter":
+            group[0] = _add_adapter(group[0], group[1], Path(where) / "adapter", name)
+        pending.append(
+            (name, kind, where, base_name, getattr(recipe.task, "template", "auto") if recipe else "auto")
+        )
+    for name, kind, where, base_name, template in pending:
+        peft, _, tokenizer = shared[base_name]
+        engine = Engine(peft, tokenizer, template)
+        target = Target(name, engine, _switch(peft, name if kind == "adapter" else None))
+        served[name] = Served(name, kind, where, target)
+    return {name: served[name] for name, *_ in plan}
+
+
+def _add_adapter(peft, base, folder: Path, name: str):
+    from peft import PeftModel
+
+    if peft is None:
+        return PeftModel.from_pretrained(base, str(folder), adapter_name=name, is_trainable=False).eval()
+    peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+    return peft
+
+
+def _switch(model, adapter: str | None):
+    """Turn on `adapter` (or every adapter off, for the base model) before a batch runs."""
+
+    def activate() -> None:
+        if not hasattr(model, "base_model") or not hasattr(model, "set_adapter"):
+            return
+        if adapter is None:
+            model.base_model.disable_adapter_layers()
+        else:
+            model.base_model.enable_adapter_layers()
+            model.set_adapter(adapter)
+
+    return activate
