@@ -307,3 +307,23 @@ def test_synth_openai_backend_works_against_this_server(server, engine, monkeypa
             [[{"role": "user", "content": p}] for p in ("the cat", "paris")] if chat else ["the cat", "paris"]
         )
         assert got == engine.generate(prompts, max_new_tokens=6)
+
+
+def test_generate_command_through_this_server_equals_the_engine(server, engine, tmp_path, monkeypatch):
+    """`lmadapt generate --server`: chat and prompt records over HTTP give the in-process engine's greedy text."""
+    from typer.testing import CliRunner
+
+    from lmadapt.cli import app
+
+    records = [{"messages": MSGS}, {"prompt": "the cat"}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    monkeypatch.setenv("SERVE_TEST_KEY", KEY)
+    args = ["generate", "tiny", "--input", str(src), "--output", str(tmp_path / "out.jsonl"), "--server",
+            f"{server}/v1", "--api-key-env", "SERVE_TEST_KEY", "--max-new-tokens", "6"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line)["output"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert got == engine.generate([MSGS, "the cat"], max_new_tokens=6)
+    refused = CliRunner().invoke(app, [*args, "--num-beams", "2"])
+    assert refused.exit_code == 2 and "--num-beams" in refused.output

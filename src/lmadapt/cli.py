@@ -292,10 +292,20 @@ def generate(
         "--trust-remote-code",
         help="Run the model's own Python code (a run folder never turns this on).",
     ),
+    server: str = typer.Option(
+        None, "--server", help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
+    ),
+    api_key_env: str = typer.Option(
+        None, "--api-key-env", help="With --server: env variable holding the key."
+    ),
 ):
-    """Generate one output per input record with the inference engine."""
+    """Generate one output per input record with the inference engine, or through an OpenAI-compatible
+    server with --server (then MODEL is the server's model name)."""
     from .infer.batch import generate_file
 
+    if server:
+        return _generate_via_server(server, model, input, output, api_key_env, max_new_tokens, sample,
+                                    temperature, top_p, top_k, num_beams, repetition_penalty, stop, seed)  # fmt: skip
     n = generate_file(
         model, input, output, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=sample,
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
@@ -303,6 +313,22 @@ def generate(
         trust_remote_code=trust_remote_code,
     )  # fmt: skip
     console.print(f"wrote {n} outputs to {output}")
+
+
+def _generate_via_server(server, model, input, output, api_key_env, max_new_tokens, sample, temperature,
+                         top_p, top_k, num_beams, repetition_penalty, stop, seed):  # fmt: skip
+    from .errors import RecipeError
+    from .synth.backends import generate_file_via_server
+
+    unsent = [f for f, on in (("--top-k", top_k), ("--num-beams", num_beams != 1),
+                              ("--repetition-penalty", repetition_penalty != 1.0)) if on]  # fmt: skip
+    if unsent:  # the OpenAI API has no such parameters: refuse rather than silently drop them
+        raise RecipeError(f"{', '.join(unsent)}: not part of the OpenAI API, so not available with --server")
+    n = generate_file_via_server(
+        server, model, input, output, api_key_env=api_key_env, max_new_tokens=max_new_tokens,
+        temperature=temperature if sample else 0.0, top_p=top_p, stop=stop or None, seed=seed,
+    )  # fmt: skip
+    console.print(f"wrote {n} outputs to {output} (via {server})")
 
 
 @app.command()

@@ -27,8 +27,14 @@ from .errors import RecipeError
 from .runs import RunDir
 from .utils.io import write_json, write_text
 
-PREFERRED_METRICS = ("accuracy", "f1_macro", "f1", "keyword_f1", "entity_f1", "token_f1", "exact_match")
-PRIMARY_ORDER = ("f1_macro", "accuracy", "keyword_f1", "entity_f1", "token_f1", "exact_match")
+PREFERRED_METRICS = (
+    *("accuracy", "f1_macro", "f1", "keyword_f1", "entity_f1", "token_f1", "exact_match"),
+    *("pairwise_accuracy", "reward_accuracy", "reward"),  # rm, dpo, ppo/grpo runs (all higher-is-better)
+)
+PRIMARY_ORDER = (
+    *("f1_macro", "accuracy", "keyword_f1", "entity_f1", "token_f1", "exact_match"),
+    *("pairwise_accuracy", "reward_accuracy", "reward"),
+)
 COST_COLUMNS = ("trainable_params", "train_seconds", "peak_rss_mb", "infer_examples_per_s")
 
 

@@ -96,8 +96,8 @@ class OpenAIBackend:
         body["seed"] = seed
         if stop:
             body["stop"] = list(stop)[:4]  # the OpenAI API accepts at most 4 stop strings
-        if self.chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
+        if self.chat or isinstance(prompt, list):  # a list is a conversation already (lmadapt generate)
+            body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             return f"{self.base_url}/chat/completions", body
         body["prompt"] = prompt
         return f"{self.base_url}/completions", body
@@ -152,7 +152,8 @@ class OpenAIBackend:
         reply = self._post(url, body)
         try:
             choice = reply["choices"][0]
-            text = choice["message"]["content"] if self.chat else choice["text"]
+            chat = self.chat or isinstance(prompt, list)
+            text = choice["message"]["content"] if chat else choice["text"]
         except (KeyError, IndexError, TypeError):
             raise SourceError(f"synth backend {url}: unexpected reply {str(reply)[:200]}") from None
         return cut_at_stop(text or "", stop)
@@ -164,6 +165,31 @@ class OpenAIBackend:
                 for i, p in enumerate(prompts)
             ]
             return [f.result() for f in futures]
+
+
+def generate_file_via_server(
+    base_url: str,
+    model: str,
+    input,
+    output,
+    *,
+    api_key_env: str | None = None,
+    concurrency: int = 8,
+    **decoding,
+) -> int:
+    """`lmadapt generate --server URL`: every record of `input` through an OpenAI-compatible server (lmadapt
+    serve, vLLM, llama.cpp, ...): chat records go to /chat/completions, `prompt` records to /completions; the
+    records plus `output` are written as JSONL, like the in-process engine's generate_file."""
+    from ..data import read_records
+    from ..infer.batch import record_prompt
+    from ..utils.io import write_jsonl
+
+    records = read_records(input)
+    prompts = [record_prompt(r) for r in records]
+    backend = OpenAIBackend(base_url, model, api_key_env=api_key_env, concurrency=concurrency)
+    outputs = backend.generate(prompts, **decoding)
+    write_jsonl(output, [dict(r) | {"output": o} for r, o in zip(records, outputs, strict=True)])
+    return len(outputs)
 
 
 class ScriptedBackend:
