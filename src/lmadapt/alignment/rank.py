@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import DataError, LmadaptError, RecipeError
-from ..utils.io import append_jsonl
+from ..utils.io import append_jsonl, read_appendable_jsonl
 
 __all__ = ["rank", "ask_order", "parse_order", "prompt_key"]
 
@@ -226,26 +226,7 @@ def _clip(text: str, limit: int) -> str:
 def read_rankings(path: Path) -> list[dict]:
     """The rankings written so far. A torn last line (killed mid-write) is cut off; a bad line before the end
     is a DataError naming it."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records, offset = [], 0
-    for i, raw in enumerate(lines):
-        if raw.strip():
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    raise DataError(
-                        f"{path}:{i + 1}: not valid JSON; fix or delete this line to resume"
-                    ) from None
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                break
-            if i == len(lines) - 1:  # the record made it, its newline did not
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        offset += len(raw) + 1
+    records = read_appendable_jsonl(path)
     if records and not all(isinstance(r, dict) and "key" in r for r in records):
         raise LmadaptError(f"{path}: not a rankings file of `lmadapt rank` (lines without a key)")
     return records

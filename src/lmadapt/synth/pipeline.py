@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
-from ..utils.io import append_jsonl, write_json, write_jsonl, write_text
+from ..utils.io import append_jsonl, read_appendable_jsonl, write_json, write_jsonl, write_text
 from . import prompts as P
 from .backends import Backend
 from .config import SynthConfig, synth_config_to_yaml
@@ -147,33 +147,6 @@ def alpaca_classifies(instruction: str, output: str, max_output: int = 12) -> bo
 
 
 # ---------------------------------------------------------------- resumable output files
-def _read_jsonl_repair(path: Path) -> list[dict]:
-    """Records of an append-only file. A torn last line (killed mid-write) is cut off the file; a bad line
-    before the end is a real corruption and raises DataError naming it."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records, offset = [], 0
-    for i, raw in enumerate(lines):
-        last = i == len(lines) - 1
-        if raw.strip():
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                if not last:
-                    raise DataError(
-                        f"{path}:{i + 1}: not valid JSON; fix or delete this line to resume"
-                    ) from None
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                break
-            if last:  # the record made it but its newline did not
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        offset += len(raw) + 1
-    return records
-
-
 def _alpaca_rows(task: dict) -> list[dict]:
     return [
         {"instruction": task["instruction"], "input": x["input"], "output": x["output"]}
@@ -190,8 +163,8 @@ class Store:
         self.tasks_path = folder / "tasks.jsonl"
         self.rejected_path = folder / "rejected.jsonl"
         self.alpaca_path = folder / "alpaca.jsonl"
-        self.tasks = _read_jsonl_repair(self.tasks_path)
-        self.rejected = _read_jsonl_repair(self.rejected_path)
+        self.tasks = read_appendable_jsonl(self.tasks_path)
+        self.rejected = read_appendable_jsonl(self.rejected_path)
         # alpaca.jsonl is derived: rebuilding it makes a crash between the two appends harmless.
         write_jsonl(self.alpaca_path, (row for t in self.tasks for row in _alpaca_rows(t)))
 

@@ -78,3 +78,34 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_appendable_jsonl(path: Path) -> list[dict]:
+    """Records of an append-only JSONL file that a killed writer may have left torn (synth, rank): a torn last
+    line is cut off the file, a last record without its newline gets one; a bad line before the end is a real
+    corruption and raises DataError naming it."""
+    from ..errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    records, offset = [], 0
+    for i, raw in enumerate(lines):
+        last = i == len(lines) - 1
+        if raw.strip():
+            try:
+                records.append(json.loads(raw))
+            except json.JSONDecodeError:
+                if not last:
+                    raise DataError(
+                        f"{path}:{i + 1}: not valid JSON; fix or delete this line to resume"
+                    ) from None
+                with open(path, "r+b") as f:
+                    f.truncate(offset)
+                break
+            if last:  # the record made it but its newline did not
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+        offset += len(raw) + 1
+    return records
