@@ -14,16 +14,13 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Section
+from .policy import start_policy_field
 
 
 class DpoConfig(Section):
     """Direct preference optimisation against the frozen starting policy."""
 
-    policy: str | None = Field(
-        None,
-        description="A complete sft run folder to start from (a LoRA adapter is merged into the base, so the "
-        "reference is the SFT policy); default: `model:` as it is.",
-    )
+    policy: str | None = start_policy_field()
     beta: float = Field(
         0.1, gt=0, description="Strength of the pull towards the reference (higher: stays closer)."
     )

@@ -15,20 +15,15 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Section
+from .policy import answer_length_field, start_policy_field
 
 
 class GrpoConfig(Section):
     """Group relative policy optimisation: advantages are rewards relative to the prompt's other answers."""
 
-    policy: str | None = Field(
-        None,
-        description="A complete sft run folder to start from (a LoRA adapter is merged into the base, so the "
-        "reference is the SFT policy); default: `model:` as it is.",
-    )
+    policy: str | None = start_policy_field()
     num_generations: int = Field(4, ge=2, description="Answers sampled per prompt (the group).")
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="Answer length limit; default: the generate task's max_new_tokens."
-    )
+    max_new_tokens: int | None = answer_length_field()
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     beta: float = Field(
         0.04, ge=0, description="KL coefficient to the reference (0: no reference model is used)."

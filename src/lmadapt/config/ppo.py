@@ -16,23 +16,18 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Section
+from .policy import answer_length_field, start_policy_field
 
 
 class PpoConfig(Section):
     """PPO with a per-token KL penalty to the frozen reference (InstructGPT's step 3)."""
 
-    policy: str | None = Field(
-        None,
-        description="A complete sft run folder to start from (its LoRA adapter is merged into the base, so the "
-        "reference is the SFT policy); default: `model:` as it is.",
-    )
+    policy: str | None = start_policy_field()
     steps: int = Field(20, ge=1, description="PPO steps: each samples a batch of answers and updates on it.")
     prompts_per_step: int = Field(8, ge=1, description="Training prompts sampled (one answer each) per step.")
     ppo_epochs: int = Field(2, ge=1, description="Passes of the PPO update over each step's batch.")
     minibatch_size: int = Field(4, ge=1, description="Answers per optimizer update within a step.")
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="Answer length limit; default: the generate task's max_new_tokens."
-    )
+    max_new_tokens: int | None = answer_length_field()
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
     top_k: int = Field(0, ge=0, description="Top-k filtering of the rollouts (0: off).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the rollouts (1: off).")
