@@ -57,6 +57,11 @@ def friendly(fn):
         except LmadaptError as exc:
             from rich.markup import escape
 
+            from .utils import distributed
+
+            if not distributed.is_main():  # rank 0 meets the same recipe and data, and says it once
+                sys.exit(2)
+
             # the message is shown as is: a field name such as "[/x]" must not be read as markup
             Console(stderr=True).print(
                 f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False
@@ -114,6 +119,12 @@ def train(
         "--resume",
         help="Continue the interrupted run of this recipe from its last verified checkpoint.",
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Train data-parallel in N processes on this machine (torchrun; gloo on CPU, NCCL on GPU). "
+        "Each trains train.batch_size examples a step. Several machines: see the README's Scale section.",
+    ),
 ):
     """Run the recipe's stage (finetune, sft, prompt, ...) and write its run folder.
 
@@ -121,8 +132,24 @@ def train(
     """
     from .config import load_recipe
     from .stages import run_stage
+    from .utils import distributed
 
-    run_dir = run_stage(load_recipe(recipe, overrides), resume=resume)
+    loaded = load_recipe(recipe, overrides)
+    if nproc != 1 and distributed.world_size() == 1:  # the launcher: check once, then start N workers
+        from .launch import check_data_parallel, launch, threads_per_process
+
+        check_data_parallel(loaded, nproc)
+        args = [str(recipe), *(overrides or []), *(["--resume"] if resume else [])]
+        raise typer.Exit(launch(args, nproc, threads_per_process(nproc, loaded.train.num_threads)))
+    if distributed.world_size() > 1:  # under torchrun, started by --nproc or by hand
+        from .launch import check_data_parallel
+
+        check_data_parallel(loaded, distributed.world_size())
+    distributed.init()
+    try:
+        run_dir = run_stage(loaded, resume=resume)
+    except distributed.WorkerDone:  # a rank other than 0: rank 0 finishes and writes the run folder
+        return
     console.print(f"run folder: {run_dir}")
 
 

@@ -14,6 +14,9 @@ A run never writes into RUN itself: it writes `.RUN.incomplete/` beside it (chec
 that into place when everything is written, so a crash or a kill can never mix a new run with an earlier one,
 and the earlier complete run stays as it was until the new one is complete. `lmadapt train --resume`
 continues an incomplete folder from its last verified checkpoint; a plain re-run starts it afresh.
+
+In a data-parallel run (torchrun) only rank 0 writes here; the other ranks get a RunDir of the same staging
+folder (the Trainer's checkpoints go there) whose writing methods do nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LmadaptError
+from .utils import distributed
 from .utils.io import read_json, write_json, write_text
 
 STATUS_FILE = "status.json"
@@ -67,6 +71,7 @@ class RunDir:
         self.path = Path(path)  # where files go now (the staging folder while a run is being written)
         self.final = Path(final) if final is not None else self.path
         self.resumed = False
+        self.writer = distributed.is_main()  # ranks other than 0 never write the run folder
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -80,6 +85,11 @@ class RunDir:
         provided it was started from the same resolved recipe.
         """
         final = Path(recipe.output)
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 has checked, cleared or kept the staging folder
+            run = cls(staging_path(final), final)
+            run.resumed = resume
+            return run
         if final.exists() and not _replaceable(final):
             raise LmadaptError(
                 f"output {final}: exists and is not a run folder (no {STATUS_FILE} or config.yaml); "
@@ -100,6 +110,12 @@ class RunDir:
                     f"--resume: the interrupted run in {stage} was started from a different recipe; "
                     f"compare {stage / 'config.yaml'} with yours, or run without --resume to start afresh"
                 )
+            if status.get("world_size", 1) != distributed.world_size():
+                raise LmadaptError(
+                    f"--resume: the interrupted run in {stage} trained on {status.get('world_size', 1)} "
+                    f"process(es); resume it with --nproc {status.get('world_size', 1)} (each process's "
+                    "data shard and random state are in its checkpoints)"
+                )
             run.resumed = True
             run.log(f"--- resumed at {_now()} ---")
         else:
@@ -109,18 +125,24 @@ class RunDir:
             stage.mkdir(parents=True)
         (stage / "plots").mkdir(exist_ok=True)
         run.write_status(
-            "running", stage=recipe.stage, recipe_sha256=fingerprint, started=_now(), pid=os.getpid()
-        )
+            "running", stage=recipe.stage, recipe_sha256=fingerprint, started=_now(), pid=os.getpid(),
+            world_size=distributed.world_size(),
+        )  # fmt: skip
+        distributed.barrier()  # the other ranks may use the folder now
         return run
 
     def write_status(self, status: str, **fields: Any) -> None:
         from . import __version__
 
+        if not self.writer:
+            return
         previous = _read_status(self.path) or {}
         write_json(self.path / STATUS_FILE, previous | fields | {"status": status, "lmadapt": __version__})
 
     def commit(self, keep_checkpoints: bool = False) -> Path:
         """Mark the run complete and move it into place (replacing an earlier run of the same output)."""
+        if not self.writer:
+            return self.final
         if not keep_checkpoints:
             shutil.rmtree(self.path / "checkpoints", ignore_errors=True)
         self.write_status("complete", finished=_now())
@@ -139,6 +161,8 @@ class RunDir:
     def write_config(self, recipe) -> None:
         from .config import recipe_to_yaml
 
+        if not self.writer:
+            return
         write_text(self.path / "config.yaml", recipe_to_yaml(recipe))
 
     def write_metrics(
@@ -146,10 +170,14 @@ class RunDir:
     ) -> None:
         """final: split -> metric -> value; cost: train_seconds, trainable_params, total_params, peak_rss_mb,
         infer_examples_per_s (and anything else measured)."""
+        if not self.writer:
+            return
         write_json(self.path / "metrics.json", {"final": final, "history": history, "cost": cost})
 
     def log(self, message: str, echo: bool = True) -> None:
-        """Append a line to log.txt (and echo it)."""
+        """Append a line to log.txt (and echo it); ranks other than 0 say nothing."""
+        if not self.writer:
+            return
         if echo:
             print(message, flush=True)
         self.path.mkdir(parents=True, exist_ok=True)

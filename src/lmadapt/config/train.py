@@ -2,9 +2,31 @@
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
+
+
+class DistributedConfig(Section):
+    """How several processes share the training (`lmadapt train --nproc N`, or torchrun on several machines)."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description=(
+            "ddp: every process holds the whole model and trains on its shard of each batch (CPU gloo or "
+            "GPU NCCL); fsdp / deepspeed shard the model too (CUDA only)."
+        ),
+    )
+    config: str | None = Field(
+        None,
+        description="fsdp: an FSDP config file (JSON) for the Trainer; deepspeed: the ZeRO config file (JSON).",
+    )
+
+    @model_validator(mode="after")
+    def _config_for_deepspeed(self):
+        if self.strategy == "deepspeed" and not self.config:
+            raise ValueError("strategy deepspeed needs config: a DeepSpeed ZeRO JSON file")
+        return self
 
 
 class TrainConfig(Section):
@@ -13,7 +35,9 @@ class TrainConfig(Section):
         None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
     )
     lr: float = Field(2.0e-5, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(16, ge=1, description="Examples per device step.")
+    batch_size: int = Field(
+        16, ge=1, description="Examples per step and process (a step of --nproc N trains N x batch_size)."
+    )
     eval_batch_size: int | None = Field(None, ge=1, description="Defaults to 2 x batch_size.")
     grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
     max_length: int = Field(256, ge=8, description="Truncate inputs to this many tokens.")
@@ -77,7 +101,12 @@ class TrainConfig(Section):
     )
     seed: int = Field(0)
     logging_steps: int = Field(10, ge=1)
-    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores.")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per process; default: the cores / processes."
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="How --nproc / torchrun processes share the training."
+    )
 
     @field_validator("packing", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import DataError, RecipeError
 from ..evaluation import cost_record
 from ..runs import RunDir
+from ..utils import distributed
 from ..utils.seed import seed_everything
 
 # TRL's eval metric -> the name in metrics.json
@@ -54,12 +55,13 @@ def run(recipe, resume: bool = False) -> Path:
     split = "eval" if recipe.data.eval else "test"  # the held-out pairs: eval split, else test
     final = {}
     if data["heldout"]:
-        final[f"{split}_before"] = held_out(trainer)
+        final[f"{split}_before"] = held_out(trainer, before=True)
         run_dir.log(f"held-out ({split}) before DPO: {final[f'{split}_before']}")
     seconds, resumed_from = train_from_latest(trainer, run_dir)
     if data["heldout"]:
         final[split] = held_out(trainer)
         run_dir.log(f"held-out ({split}) after DPO: {final[split]}")
+    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
     save_trained(trainer.model, recipe.method, run_dir.path)
     history = history_from([h for h in trainer.state.log_history if "eval_loss" not in h])
     save_loss_curve(run_dir / "plots" / "loss.png", history, "reward_margin")
@@ -116,9 +118,11 @@ def build_trainer(recipe, model, tokenizer, data: dict, run_dir: RunDir):
     )  # fmt: skip
 
 
-def held_out(trainer) -> dict:
+def held_out(trainer, before: bool = False) -> dict:
     """Implicit-reward accuracy, margin, chosen / rejected rewards and the loss on the held-out pairs."""
-    metrics = trainer.evaluate()
+    from ..training.trainer import evaluate_before_training
+
+    metrics = evaluate_before_training(trainer) if before else trainer.evaluate()
     return {
         name: round(metrics[f"eval_{key}"], 6) for key, name in REPORTED.items() if f"eval_{key}" in metrics
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import RecipeError
 from ..runs import RunDir
+from ..utils import distributed
 from ..utils.seed import seed_everything
 
 
@@ -55,6 +56,7 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
 
     # --- train --------------------------------------------------------------------------------------
     train_seconds, resumed_from = train_from_latest(trainer, run_dir, compiled_layers(model, cfg.compile))
+    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
     model = trainer.model
     trainer.state.save_to_json(str(run_dir / "trainer_state.json"))
 
@@ -169,11 +171,20 @@ def _ordered_eval_trainer():
     from ..training.trainer import ResumableTrainer
 
     class OrderedEvalTrainer(ResumableTrainer):
-        """Trainer that evaluates in dataset order.
+        """Trainer that evaluates in dataset order, and averages the heads' per-example losses.
 
         With `group_by_length`, transformers 5 also length-groups (shuffles) the eval set; our metrics decode
         each prediction back to its record by position, so evaluation must keep the order.
+
+        The encoder heads' losses are means over their batch that ignore `num_items_in_batch`, but their
+        forward takes **kwargs, so the Trainer takes them for token-normalised: it would neither divide by
+        the gradient accumulation steps nor keep DDP's average (measured: grad_accum 2 and 2 processes each
+        trained on twice the gradient of batch_size x 2 in one step). Said plainly here, they are averaged.
         """
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False
 
         def _get_eval_sampler(self, eval_dataset):
             return SequentialSampler(eval_dataset) if eval_dataset is not None else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import RecipeError
 from ..evaluation import cost_record
 from ..runs import RunDir, timer
+from ..utils import distributed
 from ..utils.seed import seed_everything
 
 # TRL's per-step log key -> the name in metrics.json's history (and plots/grpo.png)
@@ -60,9 +61,12 @@ def run(recipe, resume: bool = False) -> Path:
     for callback in run_callbacks(run_dir, train.keep_checkpoints):
         trainer.add_callback(callback)
     held = prompts["test"][: cfg.eval_prompts] if cfg.eval_prompts else prompts["test"]
-    final = {"test_before": held_out(trainer.model, tokenizer, template, recipe, held, reward)}
-    run_dir.log(f"held-out before GRPO: {final['test_before']}")
+    final = {}
+    if distributed.is_main():  # the held-out rollouts: once, on rank 0
+        final["test_before"] = held_out(trainer.model, tokenizer, template, recipe, held, reward)
+        run_dir.log(f"held-out before GRPO: {final['test_before']}")
     seconds, resumed_from = train_from_latest(trainer, run_dir)
+    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
     with timer() as infer_time:
         final["test"] = held_out(trainer.model, tokenizer, template, recipe, held, reward)
     run_dir.log(f"held-out after GRPO: {final['test']}")

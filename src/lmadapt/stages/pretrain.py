@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import DataError, RecipeError
 from ..runs import RunDir
+from ..utils import distributed
 from ..utils.seed import seed_everything
 
 # objective -> (transformers auto class, lmadapt.methods task type)
@@ -58,11 +59,13 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
 
     # --- held-out metrics, train, held-out metrics ----------------------------------------------------
     held_out = held_out_measure(task, tokenizer, examples["eval"], cfg)
-    final = {"eval": held_out(model, "before", run_dir.log)} if examples["eval"] else {}
+    measured = examples["eval"] and distributed.is_main()  # held-out metrics: once, on rank 0
+    final = {"eval": held_out(model, "before", run_dir.log)} if measured else {}
     trainer = build_trainer(recipe, model, tokenizer, examples, run_dir)
     for callback in [*(callbacks or []), *run_callbacks(run_dir, cfg.keep_checkpoints)]:
         trainer.add_callback(callback)
     train_seconds, resumed_from = train_from_latest(trainer, run_dir)
+    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
     model = trainer.model
     if examples["eval"]:
         final["eval"] = held_out(model, "after", run_dir.log) | final["eval"]

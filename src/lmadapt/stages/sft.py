@@ -20,6 +20,7 @@ from ..errors import DataError, RecipeError
 from ..evaluation import cost_record
 from ..runs import RunDir, timer
 from ..templates import IGNORE, encode_chat, fit_fields, resolve_template, to_messages
+from ..utils import distributed
 from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
 
@@ -64,6 +65,7 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
         trainer, cfg, run_dir, training, features["eval"], during
     )
     model = trainer.model
+    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
 
     # --- generate + score (generate tasks; sft when eval.metrics asks for rouge_l) -------------------
     predictions, infer_per_s = [], None
@@ -202,11 +204,12 @@ def train_with_eval_loss(trainer, cfg, run_dir: RunDir, training: bool, eval_fea
     from ..training.checkpoints import train_from_latest
     from ..training.compile import compiled_layers
     from ..training.precision import frozen_in_bf16
+    from ..training.trainer import evaluate_before_training
 
     model = trainer.model
     final: dict[str, dict] = {}
     if eval_features:
-        final["eval"] = {"loss_before": round(trainer.evaluate()["eval_loss"], 4)}
+        final["eval"] = {"loss_before": round(evaluate_before_training(trainer)["eval_loss"], 4)}
         run_dir.log(f"eval loss before training: {final['eval']['loss_before']}")
     seconds, resumed_from = 0.0, None
     if training:
@@ -407,6 +410,8 @@ def generation_eval(engine, task, records: list[dict], batch_size: int):
 
     class GenerationEval(TrainerCallback):
         def on_evaluate(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return  # generated and scored once, on rank 0
             training = engine.model.training
             engine.model.config.use_cache = True
             try:

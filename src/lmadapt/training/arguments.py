@@ -7,6 +7,40 @@ from typing import Any
 from .checkpoints import save_arguments
 
 
+def check_strategy(distributed_cfg) -> None:
+    """FSDP and DeepSpeed need CUDA (and DeepSpeed its package): refuse them clearly where they cannot run."""
+    import importlib.util
+
+    import torch
+
+    from ..errors import RecipeError
+
+    strategy = distributed_cfg.strategy
+    if strategy == "ddp":
+        return
+    if not torch.cuda.is_available():
+        raise RecipeError(
+            f"train.distributed.strategy: {strategy} needs CUDA GPUs (on CPU the gloo backend runs only "
+            "ddp); use strategy: ddp here"
+        )
+    if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise RecipeError(
+            "train.distributed.strategy: deepspeed: the deepspeed package is not installed "
+            "(pip install deepspeed on the GPU machine), or use strategy: ddp / fsdp"
+        )
+
+
+def distributed_arguments(distributed_cfg) -> dict:
+    """TrainingArguments for `train.distributed`: ddp is the Trainer's default under torchrun; FSDP and
+    DeepSpeed get the recipe's config file passed through as is."""
+    check_strategy(distributed_cfg)
+    if distributed_cfg.strategy == "fsdp":
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": distributed_cfg.config}
+    if distributed_cfg.strategy == "deepspeed":
+        return {"deepspeed": distributed_cfg.config}
+    return {}
+
+
 def eval_strategy(eval_every, has_eval: bool) -> tuple[str, int | None]:
     """("epoch" | "steps" | "no", eval_steps) for `eval.every` (an int means every N steps)."""
     if not has_eval or eval_every == "no":
@@ -73,5 +107,6 @@ def training_arguments(
         report_to="none",
         dataloader_pin_memory=False,  # CPU-first: pinning only warns without an accelerator
         disable_tqdm=False,
+        **distributed_arguments(cfg.distributed),
         **extra,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..utils import distributed
 from ..utils.io import read_json, sha256_file, write_json
 
 MANIFEST = "lmadapt-checkpoint.json"
@@ -100,6 +101,7 @@ class VerifiedCheckpoints(TrainerCallback):
         self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
+        distributed.barrier()  # every rank has written its part (its RNG state) before rank 0 vouches for it
         if not state.is_world_process_zero:
             return
         checkpoint = self.folder / f"checkpoint-{state.global_step}"
@@ -124,7 +126,12 @@ def train_from_latest(trainer, run_dir, *contexts) -> tuple[float, int | None]:
 
     from ..runs import timer
 
-    checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log) if run_dir.resumed else None
+    checkpoint = None
+    if run_dir.resumed and distributed.is_main():  # rank 0 deletes torn checkpoints, then the others look
+        checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log)
+    distributed.barrier()
+    if run_dir.resumed and not distributed.is_main():
+        checkpoint = latest_checkpoint(run_dir / "checkpoints", run_dir.log)
     if checkpoint:
         run_dir.log(f"resuming from {checkpoint.name}")
     elif run_dir.resumed:

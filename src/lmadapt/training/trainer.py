@@ -48,15 +48,56 @@ class CausalLMTrainer(ResumableTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.loss_chunk is None or return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        lm = causal_lm_of(self.accelerator.unwrap_model(model))
+        unwrapped = self.accelerator.unwrap_model(model)
+        lm = causal_lm_of(unwrapped)
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         # accelerate puts autocast around the wrapped model's forward; the decoder called directly needs it here
         with self.accelerator.autocast():
-            hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state
+            if model is unwrapped:
+                hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state
+            else:
+                hidden = decoder_output_through(model, lm.get_decoder(), inputs)
             total, n = causal_lm_loss_sum(hidden, lm.get_output_embeddings().weight, labels, self.loss_chunk)
-        # normalised like transformers' loss: by the target count of the whole accumulated batch when given
-        return total / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
+        if num_items_in_batch is None:
+            return total / max(n, 1)
+        # normalised like transformers' loss: by the target count of the whole accumulated batch, which under
+        # data parallelism counts every process's targets; DDP then averages gradients over the processes,
+        # so each process's share is scaled back up by their number (the Trainer does the same)
+        scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        return total * scale / num_items_in_batch
+
+
+def evaluate_before_training(trainer) -> dict:
+    """`trainer.evaluate()` before `trainer.train()`, without losing data parallelism.
+
+    accelerate marks a model it prepared for evaluation (left unwrapped) as prepared, and the `train()` after
+    it then skips wrapping it in DDP: every process would train on its own shard alone (measured: two
+    processes parted from one process at the second step). Clearing the mark lets `train()` wrap it.
+    """
+    metrics = trainer.evaluate()
+    trainer.model.__dict__.pop("_is_accelerate_prepared", None)
+    return metrics
+
+
+def decoder_output_through(wrapped, decoder, inputs: dict):
+    """The decoder's last hidden state from a forward of the whole `wrapped` model (DDP).
+
+    DDP synchronises gradients only for a forward that goes through its wrapper, so the decoder cannot be
+    called on its own there. The wrapper's forward runs with `logits_to_keep=1` (one position's logits, not
+    [tokens x vocab]) and a forward hook keeps the decoder's output for the chunked loss.
+    """
+    kept = {}
+
+    def keep(module, args, output):
+        kept["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    handle = decoder.register_forward_hook(keep)
+    try:
+        wrapped(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return kept["hidden"]
 
 
 def match_accelerator_precision(bf16: bool) -> None:
