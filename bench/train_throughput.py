@@ -3,6 +3,7 @@
     python bench/train_throughput.py                  # SFT and encoder, both engines, alternating rounds
     python bench/train_throughput.py --part sft --levers   # plus lmadapt with each speed lever alone
     python bench/train_throughput.py --part sft --lever "lmadapt + torch.compile"   # a lever in every round
+    python bench/train_throughput.py --part sft --nproc 2  # plus lmadapt data-parallel: 2 processes x batch 2
 
 SFT: LoRA (r=8, all linear projections, dropout 0) on SmolLM2-135M-Instruct, alpaca-en records of 50-400
 tokens, max length 512, batch 4, the same records in the same order for both engines (sequential sampling
@@ -12,7 +13,8 @@ fine-tuning and LoRA; the plain script pads to max_length as the transformers te
 does by default.
 
 Every engine runs in its own process (peak RSS is per process), one after the other, alternating engines
-within each round. Reported: real (non-pad) tokens/s, padded tokens/s, seconds/step, peak RSS, the loss at
+within each round. `--nproc N` adds lmadapt on N torchrun processes (gloo DDP, cores / N threads each, batch
+4 / N per process: the same global batch, records and loss curve), with peak RSS per rank and in total. Reported: real (non-pad) tokens/s, padded tokens/s, seconds/step, peak RSS, the loss at
 every step, and MFU: model FLOPs per second over the matmul peak measured in this run for the engine's
 compute dtype. Results go to runs/bench/throughput-*.json and a Markdown table on stdout.
 """
@@ -197,6 +199,7 @@ def sft_lmadapt(data: Path, steps: int, train: dict) -> dict:
     from lmadapt.sources import resolve_model
     from lmadapt.stages.sft import build_examples, load_records, run
     from lmadapt.templates import resolve_template
+    from lmadapt.utils import distributed
 
     recipe = parse_recipe(
         {
@@ -213,7 +216,10 @@ def sft_lmadapt(data: Path, steps: int, train: dict) -> dict:
         }
     )
     durations, losses = [], []
-    run(recipe, callbacks=[step_timer(durations, losses)])
+    try:
+        run(recipe, callbacks=[step_timer(durations, losses)])
+    except distributed.WorkerDone:  # a data-parallel rank other than 0: its timings and memory only
+        return {"durations": durations, "losses": losses, "lengths": None, "rows": None, "params": None}
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     feats, _ = build_examples(
         load_records(recipe)["train"], tok, resolve_template(tok, "auto"), 512, recipe.task
@@ -224,16 +230,19 @@ def sft_lmadapt(data: Path, steps: int, train: dict) -> dict:
 
 
 def _lmadapt_rows(feats: list[dict], train: dict) -> list[int] | None:
-    """Padded slots per step when lmadapt packs each batch (None: padded to the longest, as plain)."""
+    """Padded slots per (global) step when lmadapt packs each batch (None: padded to the longest, as plain);
+    with several processes each packs its own share of the step's records."""
     if train.get("packing") != "batch":
         return None
     from lmadapt.stages.sft import pack_batch
 
-    b = SFT_BASE["batch_size"]
+    b, share = SFT_BASE["batch_size"], train.get("batch_size", SFT_BASE["batch_size"])
     slots = []
     for i in range(0, len(feats) - b + 1, b):
-        rows = pack_batch(feats[i : i + b], SFT_BASE["max_length"])
-        slots.append(len(rows) * max(len(r["input_ids"]) for r in rows))
+        slots.append(0)
+        for j in range(i, i + b, share):
+            rows = pack_batch(feats[j : j + share], SFT_BASE["max_length"])
+            slots[-1] += len(rows) * max(len(r["input_ids"]) for r in rows)
     return slots
 
 
@@ -321,8 +330,12 @@ def enc_lmadapt(data: Path, steps: int, method: str) -> dict:
 # --- orchestration ---------------------------------------------------------------------------------------------
 def worker(args) -> None:
     from lmadapt.runs import peak_rss_mb
+    from lmadapt.utils import distributed
 
     spec = json.loads(args.worker)
+    distributed.init()  # under torchrun (--nproc): join the process group; no-op in one process
+    if distributed.world_size() > 1:
+        spec["result"] = f"{spec['result']}.rank{distributed.rank()}"
     steps = spec["warmup"] + spec["steps"]
     data = Path(spec["data"])
     kind = spec["kind"]
@@ -339,15 +352,23 @@ def worker(args) -> None:
 
 
 def launch(spec: dict) -> dict:
+    """Run one configuration in fresh process(es): torchrun with `nproc` > 1; rank 0's result, with every
+    rank's peak RSS."""
     result = Path(f"runs/bench/.result-{os.getpid()}.json")
     spec = spec | {"result": str(result)}
+    nproc, env = spec.get("nproc", 1), dict(os.environ)
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if nproc > 1:
+        cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        env["OMP_NUM_THREADS"] = str(spec["train"]["num_threads"])
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode:
         sys.exit(f"worker failed: {spec['kind']} {spec.get('label', '')}\n{proc.stderr[-3000:]}")
-    out = json.loads(result.read_text())
-    result.unlink()
-    return out
+    files = [result] if nproc == 1 else [Path(f"{result}.rank{r}") for r in range(nproc)]
+    outs = [json.loads(f.read_text()) for f in files]
+    for f in files:
+        f.unlink()
+    return outs[0] | {"peak_rss_ranks_mb": [o["peak_rss_mb"] for o in outs]}
 
 
 def sft_summary(
@@ -370,6 +391,7 @@ def sft_summary(
         "padding": round(1 - real / padded, 3),
         "s_per_step": round(secs / steps, 2),
         "peak_rss_mb": round(out["peak_rss_mb"]),
+        "peak_rss_total_mb": round(sum(out["peak_rss_ranks_mb"])),
         "mfu": round(tps * flops_per_token / (peak[dtype] * 1e9), 3),
         "final_loss": round(statistics.fmean(out["losses"][-3:]), 4),
         "losses": [round(x, 4) for x in out["losses"]],
@@ -389,6 +411,15 @@ def run_sft(args, peak: dict) -> list[dict]:
     ]
     # --lever NAME joins every round, so it is measured as often and under the same conditions as the two engines
     configs += [(name, {"kind": "sft-lmadapt", "train": SFT_LEVERS[name]}) for name in args.lever or []]
+    if args.nproc > 1:  # data-parallel: the same global batch, shared out; the machine's cores shared out too
+        share = SFT_BASE["batch_size"] // args.nproc
+        train = SFT_LEVERS["lmadapt"] | {
+            "batch_size": share,
+            "num_threads": max(1, os.cpu_count() // args.nproc),
+        }
+        configs.append(
+            (nproc_label(args.nproc), {"kind": "sft-lmadapt", "train": train, "nproc": args.nproc})
+        )
     for r in range(args.rounds):
         for name, spec in configs:
             print(f"round {r + 1}: {name} ...", flush=True)
@@ -405,10 +436,14 @@ def run_sft(args, peak: dict) -> list[dict]:
             results.append((name, launch(base | {"kind": "sft-lmadapt", "train": train})))
     rows = []
     for name, out in results:
-        train = SFT_LEVERS.get(name, {})
+        train = SFT_LEVERS["lmadapt"] if name == nproc_label(args.nproc) else SFT_LEVERS.get(name, {})
         dtype = "bfloat16" if train.get("bf16") else "float32"
         rows.append(sft_summary(name, out, args.warmup, args.steps, peak, flops, dtype))
     return rows
+
+
+def nproc_label(nproc: int) -> str:
+    return f"lmadapt, {nproc} processes"
 
 
 def run_encoder(args, peak: dict) -> list[dict]:
@@ -458,6 +493,7 @@ def main() -> None:
     p.add_argument("--enc-records", type=int, default=2000)
     p.add_argument("--levers", action="store_true", help="also run lmadapt with each lever alone")
     p.add_argument("--lever", action="append", help="also run this lever configuration in every round")
+    p.add_argument("--nproc", type=int, default=1, help="also run lmadapt on N data-parallel processes (SFT)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -471,7 +507,7 @@ def main() -> None:
     if args.part in ("sft", "all"):
         rows = run_sft(args, peak)
         keys = ["engine", "real_tokens_per_s", "padded_tokens_per_s", "padding", "s_per_step", "peak_rss_mb",
-                "mfu", "final_loss"]  # fmt: skip
+                "peak_rss_total_mb", "mfu", "final_loss"]  # fmt: skip
         print("\nSFT: LoRA smollm2-135m-instruct, alpaca-en, max length 512, batch 4")
         print_table(rows, keys)
         speed, rss = ratio(rows, "real_tokens_per_s"), ratio(rows, "peak_rss_mb")
@@ -479,7 +515,7 @@ def main() -> None:
         pairs = [r for r in rows if r["engine"] in ("plain", "lmadapt")][:2]
         print("loss per step, plain  :", pairs[0]["losses"])
         print("loss per step, lmadapt:", pairs[1]["losses"])
-        for name in args.lever or []:
+        for name in [*(args.lever or []), *([nproc_label(args.nproc)] if args.nproc > 1 else [])]:
             sel = [r for r in rows if r["engine"] == name]
             plain = [r for r in rows if r["engine"] == "plain"]
             sp = statistics.fmean(r["real_tokens_per_s"] for r in sel) / statistics.fmean(
@@ -488,7 +524,11 @@ def main() -> None:
             rs = statistics.fmean(r["peak_rss_mb"] for r in sel) / statistics.fmean(
                 r["peak_rss_mb"] for r in plain
             )
-            print(f"ratio {name} / plain: real tokens/s {sp:.2f}x, peak RSS {rs:.2f}x")
+            total = statistics.fmean(r["peak_rss_total_mb"] for r in sel) / statistics.fmean(
+                r["peak_rss_mb"] for r in plain
+            )
+            print(f"ratio {name} / plain: real tokens/s {sp:.2f}x, peak RSS {rs:.2f}x per process, "
+                  f"{total:.2f}x all processes")  # fmt: skip
             print(f"loss per step, {name}:", sel[0]["losses"])
             report.setdefault("sft_levers", {})[name] = {"speed_ratio": sp, "rss_ratio": rs}
         report["sft"] = {"rows": rows, "speed_ratio": speed, "rss_ratio": rss}

@@ -216,6 +216,11 @@ def train_with_eval_loss(trainer, cfg, run_dir: RunDir, training: bool, eval_fea
         for callback in during:
             trainer.add_callback(callback)
         stash = run_dir / "frozen-fp32.safetensors"
+        if not distributed.is_main():  # the run folder is rank 0's; the others stash among temporary files
+            import os
+            import tempfile
+
+            stash = Path(tempfile.gettempdir()) / f"lmadapt-frozen-fp32-{os.getpid()}.safetensors"
         bf16_frozen = frozen_in_bf16(model, stash, cfg.bf16 and cfg.bf16_frozen)
         seconds, resumed_from = train_from_latest(
             trainer, run_dir, bf16_frozen, compiled_layers(model, cfg.compile)
