@@ -241,3 +241,45 @@ def test_a_worker_with_bad_data_gives_exit_2_and_its_message(tmp_path, quiet_ber
     said = "".join(proc.stderr.split())  # rich wraps long paths
     assert said.count("bad.jsonl:2:notvalidJSON") == 1 and "Traceback" not in proc.stderr  # said once
     assert not staging_path(tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------- the other stages
+def stage_recipe(kind: str, tmp: Path, folders: dict, batch: int):  # noqa: F811
+    """The tiny recipes of the stages' own tests, at `batch` per process, batches in file-order groups."""
+    import test_dpo
+    import test_pretrain
+    import test_rm
+
+    data_parallel = {"batch_size": batch, "logging_steps": 1}
+    if kind == "rm":
+        data = test_rm.preference_files(tmp)
+        return test_rm.rm_recipe(tmp, Path(folders["llama"]), data, train=data_parallel | {"epochs": 2})
+    if kind == "dpo":
+        return test_dpo.dpo_recipe(tmp, Path(folders["llama"]), train=data_parallel | {"epochs": 2})
+    corpus = test_pretrain.write_corpus(tmp, n_train=64, n_eval=16)
+    task = {"objective": "clm"} if kind == "pretrain-clm" else {"objective": "mlm"}
+    model = folders["llama"] if kind == "pretrain-clm" else folders["bert"]
+    return test_pretrain.recipe(tmp, model, task, {"train": corpus["train"], "eval": corpus["eval"]},
+                                **data_parallel | {"max_steps": 8, "group_by_length": False})  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["rm", "dpo", "pretrain-clm", "pretrain-mlm"])
+def test_every_trainer_stage_runs_on_two_processes_and_rank_0_alone_writes(tmp_path, folders, kind):  # noqa: F811
+    from lmadapt.config import recipe_to_yaml
+
+    runs = {}
+    for n, batch in ((1, 4), (2, 2)):
+        tmp = tmp_path / f"n{n}"
+        tmp.mkdir()
+        recipe = stage_recipe(kind, tmp, folders, batch)
+        path = tmp / "recipe.yaml"
+        path.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+        train(path, "--nproc", str(n))
+        runs[n] = Path(recipe.output)
+    assert files_of(runs[1]) == files_of(runs[2])
+    log = (runs[2] / "log.txt").read_text().splitlines()
+    assert len(log) == len(set(log)) and json.loads((runs[2] / "status.json").read_text())["world_size"] == 2
+    if kind in ("rm", "pretrain-clm"):  # no random masks or dropout: the same arithmetic, to fp32 rounding
+        la, lb = losses(runs[1]), losses(runs[2])
+        assert len(la) == len(lb) > 1
+        assert max(abs(x - y) for (_, x), (_, y) in zip(la, lb, strict=True)) < TOLERANCE, (la, lb)

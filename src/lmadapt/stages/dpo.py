@@ -105,9 +105,14 @@ def build_trainer(recipe, model, tokenizer, data: dict, run_dir: RunDir):
         train, str(run_dir / "checkpoints"), eval_every="no", has_eval=False,
         eval_batch_size=train.eval_batch_size or train.batch_size, grouped=False,
     )  # fmt: skip
+    # TRL caches precomputed reference log-probs in a file beside the dataset; these in-memory datasets have
+    # one temporary folder per process, so under data parallelism the reference runs at each step instead
+    precompute = cfg.precompute_ref and distributed.world_size() == 1
+    if cfg.precompute_ref and not precompute:
+        run_dir.log("dpo.precompute_ref: off on several processes (the reference runs at each step)")
     args = trl_config(
         DPOConfig, base, beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
-        precompute_ref_log_probs=cfg.precompute_ref, max_length=train.max_length, remove_unused_columns=False,
+        precompute_ref_log_probs=precompute, max_length=train.max_length, remove_unused_columns=False,
         gradient_checkpointing=False,
     )  # fmt: skip
     model, peft_config = lora_for_trl(model, recipe.method)

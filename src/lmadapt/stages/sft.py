@@ -184,6 +184,7 @@ def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: Run
         cfg, str(run_dir / "checkpoints"), eval_every=recipe.eval.every, has_eval=bool(features["eval"]),
         eval_batch_size=cfg.eval_batch_size or cfg.batch_size, grouped=cfg.group_by_length and not rows,
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable parameter is in every step's graph: skip DDP's search
     )  # fmt: skip
     model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
     return CausalLMTrainer(
