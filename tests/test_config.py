@@ -189,3 +189,16 @@ def test_reading_a_recipe_imports_no_torch_or_peft():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_key_of_another_type_of_the_section_is_named_as_such():
+    """`backend.type=openai` over a local backend's settings: the error says which type the key belongs to."""
+    from lmadapt.config import parse_config
+    from lmadapt.synth.config import SynthConfig
+
+    raw = {"backend": {"type": "openai", "base_url": "http://h/v1", "model": "m", "batch_size": 4}}
+    with pytest.raises(RecipeError) as err:
+        parse_config(raw, SynthConfig, "s.yaml", what="synth config")
+    said = " ".join(str(err.value).split())
+    assert "'backend.batch_size' is a setting of type local, not of type openai: remove it" in said
+    assert "did you mean" not in said

@@ -229,8 +229,16 @@ def _error_messages(
         where = _where(
             source, lines, loc, overridden, exact=err["type"] in ("extra_forbidden", "invalid_key")
         )
-        if err["type"] == "extra_forbidden":
-            valid = sorted({k for m in candidates for k in m.model_fields})
+        chosen = str(err["loc"][-2]) if len(err["loc"]) > 1 else ""
+        members = [m for m in candidates if _tag_of(m) == chosen]
+        owners = [_tag_of(m) for m in candidates if str(loc[-1]) in m.model_fields] if members else []
+        if err["type"] == "extra_forbidden" and owners:
+            # a key of another `type:` of this section (e.g. after `backend.type=openai` on a local backend)
+            valid = sorted(members[0].model_fields)
+            messages.append(f"{where}: '{path}' is a setting of type {' / '.join(owners)}, not of type "
+                            f"{chosen}: remove it (valid for {chosen}: {', '.join(valid)})")  # fmt: skip
+        elif err["type"] == "extra_forbidden":
+            valid = sorted({k for m in (members or candidates) for k in m.model_fields})
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f"; did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
             messages.append(f"{where}: unknown key '{path}'{hint} (valid here: {', '.join(valid)})")
@@ -257,6 +265,12 @@ def _error_messages(
             else:  # each branch of a union failed: one problem, said once
                 messages[earlier] = messages[earlier].removesuffix(shown) + f"; or: {message}{shown}"
     return messages
+
+
+def _tag_of(section: type[BaseModel]) -> str | None:
+    from .base import section_tag
+
+    return section_tag(section)
 
 
 def _report(source: str, what: str, messages: list[str]) -> RecipeError:
