@@ -299,6 +299,12 @@ def test_a_metric_reward_logs_and_the_reloaded_policy_matches(tiny_dir, tmp_path
     outputs = Engine(model, tok, template).generate([prompt_messages(recipe.task, r) for r in records],
                                                     max_new_tokens=6, batch_size=4)  # fmt: skip
     assert outputs == [r["output"] for r in rows]
+    # generate, chat and serve load a ppo run folder as they load an sft one: the same policy
+    from lmadapt.infer.engine import load_engine
+
+    served = load_engine(str(run)).generate([prompt_messages(recipe.task, r) for r in records],
+                                            max_new_tokens=6, batch_size=4)  # fmt: skip
+    assert served == outputs
 
 
 def test_resume_after_a_stop_gives_the_same_run(tiny_dir, tmp_path, reward_module):

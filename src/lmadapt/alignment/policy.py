@@ -24,7 +24,7 @@ def policy_run_of(recipe) -> str | None:
 
 def load_policy(recipe):
     """(model, tokenizer, template) of the starting policy, a plain (non-PEFT) causal LM in eval mode."""
-    from ..infer.engine import load_causal_lm
+    from ..infer.loading import load_causal_lm
     from ..templates import resolve_template
 
     run = policy_run_of(recipe)
@@ -42,7 +42,7 @@ def load_policy(recipe):
 def _load_sft_merged(recipe, run: str):
     from peft import PeftModel
 
-    from ..infer.engine import load_causal_lm
+    from ..infer.loading import load_causal_lm
     from ..methods import load_trained
     from ..runs import RunDir
 

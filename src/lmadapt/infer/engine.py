@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import LmadaptError
 from ..templates import encode_text, render_prompt, resolve_template
 from .decode import Decoding, Sequence, run_sequences
+from .loading import load_causal_lm  # noqa: F401  (re-exported: the stages load through here)
 
 __all__ = ["Engine", "load_engine", "load_causal_lm", "cut_at_stop"]
 
@@ -178,31 +179,14 @@ def _stop_criteria(tokenizer, stop: list[str]):
         return None
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """(model, tokenizer) of a causal LM: catalog name, local folder or Hub id."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..sources import resolve_model
-
-    where = resolve_model(name_or_path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise LmadaptError(f"{name_or_path}: cannot load a causal language model from it: {exc}") from exc
-    return model, tokenizer
-
-
 def is_run_dir(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "config.yaml").is_file() and not (p / "config.json").is_file()
 
 
 def load_run(run_dir: str | Path, trust_remote_code: bool = False):
-    """(model, tokenizer, template) of a complete sft run: base model + its trained weights.
+    """(model, tokenizer, template) of a complete sft run (base model + its trained weights) or ppo / dpo /
+    grpo run (its start policy + what the run trained).
 
     `trust_remote_code` is the caller's (a flag), never the run folder's own config.yaml."""
     from ..methods import load_trained
@@ -210,9 +194,13 @@ def load_run(run_dir: str | Path, trust_remote_code: bool = False):
 
     run_dir = Path(run_dir)
     recipe = RunDir.open_complete(run_dir, "generation").read_config(trust_remote_code)
+    if recipe.stage in ("ppo", "dpo", "grpo"):  # start policy (an sft run, merged) + what alignment trained
+        from ..alignment.policy import load_aligned
+
+        return load_aligned(run_dir, trust_remote_code)
     if recipe.stage != "sft":
         raise LmadaptError(
-            f"{run_dir}: a {recipe.stage} run; generation needs an sft run (or a model folder)"
+            f"{run_dir}: a {recipe.stage} run; generation needs an sft, ppo, dpo or grpo run (or a model folder)"
         )
     model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
     if (run_dir / "model").is_dir() or (run_dir / "adapter").is_dir():  # else a zero-shot run: base model

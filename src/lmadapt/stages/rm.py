@@ -58,11 +58,8 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     for callback in [*(callbacks or []), *run_callbacks(run_dir, cfg.keep_checkpoints)]:
         trainer.add_callback(callback)
     ranked, batch = recipe.task.ranked, cfg.eval_batch_size or 2 * cfg.batch_size
-    before = (
-        evaluate_split(model, tokenizer.pad_token_id, features.get("eval") or features["test"], ranked, batch)
-        if distributed.is_main()
-        else None
-    )  # once, on rank 0
+    held = (features.get("eval") or features["test"]) if distributed.is_main() else None  # once, on rank 0
+    before = evaluate_split(model, tokenizer.pad_token_id, held, ranked, batch)
     train_seconds, resumed_from = train_from_latest(trainer, run_dir)
     distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
     model = trainer.model.eval()

@@ -65,7 +65,6 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
         trainer, cfg, run_dir, training, features["eval"], during
     )
     model = trainer.model
-    distributed.leave_unless_main()  # the other ranks are done: evaluation and saving run once, on rank 0
 
     # --- generate + score (generate tasks; sft when eval.metrics asks for rouge_l) -------------------
     predictions, infer_per_s = [], None
@@ -199,7 +198,8 @@ def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: Run
 
 
 def train_with_eval_loss(trainer, cfg, run_dir: RunDir, training: bool, eval_features: list, during=()):
-    """Held-out loss before, training (resumable, with the `during` callbacks), held-out loss after.
+    """Held-out loss before, training (resumable, with the `during` callbacks), held-out loss after; then
+    only rank 0 goes on (data-parallel runs).
 
     Returns (final metrics, training seconds, the step it resumed from)."""
     from ..training.checkpoints import train_from_latest
@@ -229,6 +229,7 @@ def train_with_eval_loss(trainer, cfg, run_dir: RunDir, training: bool, eval_fea
         if eval_features:
             final["eval"]["loss"] = round(trainer.evaluate()["eval_loss"], 4)
             run_dir.log(f"eval loss after training: {final['eval']['loss']}")
+    distributed.leave_unless_main()  # the other ranks are done: generation and saving run once, on rank 0
     trainer.model.config.use_cache = True
     return final, seconds, resumed_from
 
