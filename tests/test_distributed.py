@@ -253,7 +253,9 @@ def stage_recipe(kind: str, tmp: Path, folders: dict, batch: int):  # noqa: F811
     data_parallel = {"batch_size": batch, "logging_steps": 1}
     if kind == "rm":
         data = test_rm.preference_files(tmp)
-        return test_rm.rm_recipe(tmp, Path(folders["llama"]), data, train=data_parallel | {"epochs": 2})
+        return test_rm.rm_recipe(  # evaluating every 2 steps: once, on rank 0
+            tmp, Path(folders["llama"]), data, train=data_parallel | {"epochs": 2}, eval={"every": 2}
+        )
     if kind == "dpo":
         return test_dpo.dpo_recipe(tmp, Path(folders["llama"]), train=data_parallel | {"epochs": 2})
     corpus = test_pretrain.write_corpus(tmp, n_train=64, n_eval=16)
@@ -279,6 +281,9 @@ def test_every_trainer_stage_runs_on_two_processes_and_rank_0_alone_writes(tmp_p
     assert files_of(runs[1]) == files_of(runs[2])
     log = (runs[2] / "log.txt").read_text().splitlines()
     assert len(log) == len(set(log)) and json.loads((runs[2] / "status.json").read_text())["world_size"] == 2
+    evals = [[h for h in json.loads((r / "metrics.json").read_text())["history"] if h["split"] == "eval"]
+             for r in (runs[1], runs[2])]  # fmt: skip
+    assert len(evals[0]) == len(evals[1]) and (kind != "rm" or evals[0])
     if kind in ("rm", "pretrain-clm"):  # no random masks or dropout: the same arithmetic, to fp32 rounding
         la, lb = losses(runs[1]), losses(runs[2])
         assert len(la) == len(lb) > 1

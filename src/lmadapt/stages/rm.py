@@ -221,6 +221,9 @@ def _reward_trainer():
             return (loss, {"rewards": rewards}) if return_outputs else loss
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if not self.is_world_process_zero():  # the ranking metrics once, on rank 0, not once per rank
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, {})
+                return {}
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
             training = self.model.training
             metrics = evaluate_split(
