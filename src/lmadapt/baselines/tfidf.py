@@ -3,10 +3,11 @@
 What a practitioner tunes by hand, done by default (the recipe section is lmadapt/methods/tfidf.py):
 - **Analyzer by script.** `analyzer: auto` counts the letters of the training text: when most are in a
   script written without spaces (Chinese, Japanese, Thai...), the features are character n-grams (1-3), else
-  word n-grams (1-2); `word`, `char` and `char_wb` choose explicitly.
-- **C by cross-validation.** Unless the recipe fixes `C`, each value of `C_grid` is scored by stratified
-  (seeded) k-fold macro-F1 on the training split and the best is refitted on all of it. The vectorizer is
-  fitted once on all training text (idf uses no labels).
+  word n-grams (1-2) and character n-grams inside word boundaries (`char_wb` 2-5) compete in the same
+  cross-validation; `word`, `char` and `char_wb` choose explicitly.
+- **C by cross-validation.** Unless the recipe fixes `C`, each value of `C_grid` (times each analyzer and
+  n-gram range on offer) is scored by stratified (seeded) k-fold macro-F1 on the training split and the best
+  is refitted on all of it. The vectorizer is fitted once on all training text (idf uses no labels).
 - **Class imbalance.** `class_weight: balanced` (the default) weighs classes by inverse frequency.
 - **Per-class scores.** report.json holds precision/recall/F1 per class of eval and test; the log prints
   the test split's, and `model/tfidf.json` records the analyzer, C and the cross-validation scores.
@@ -43,6 +44,12 @@ UNSPACED = re.compile(
 )
 LETTER = re.compile(r"[^\W\d_]")
 UNSPACED_SHARE = 0.3  # above this share of letters, text is treated as unsegmented (mixed zh/en is too)
+# `auto` on space-delimited text also offers character n-grams inside word boundaries: they catch
+# inflections and misspellings that word n-grams split apart. Which is better depends on the data and its
+# size (CV picks them on IMDB reviews, on PubMed abstracts at 600 examples but not at 2,000:
+# docs/results-baselines.md), so cross-validation on train decides. Single characters carry
+# almost nothing in an alphabetic script, hence 2-5 rather than the recipe's ngram_min.
+AUTO_CHAR_WB = ("char_wb", (2, 5))
 
 
 class TfidfModel:
@@ -131,15 +138,22 @@ def unspaced_share(texts: list[str]) -> float:
 
 
 def feature_options(method_cfg, texts: list[str]) -> tuple[list[tuple[str, tuple[int, int]]], str]:
-    """The (analyzer, ngram range) options cross-validation chooses from, and why that analyzer."""
+    """The (analyzer, ngram range) options cross-validation chooses from, and why those.
+
+    `auto` on space-delimited text adds AUTO_CHAR_WB to the word n-grams, unless the recipe sets the
+    n-gram range (`ngram_max`), which then means word n-grams as before."""
     analyzer, why = method_cfg.analyzer, "set in the recipe"
+    extra = []
     if analyzer == "auto":
         share = unspaced_share(texts)
         analyzer = "char" if share > UNSPACED_SHARE else "word"
         why = f"auto: {share:.0%} of the letters are in scripts written without spaces"
+        if analyzer == "word" and method_cfg.ngram_max is None:
+            extra = [AUTO_CHAR_WB]
+            why += "; word and char_wb n-grams compete"
     low = method_cfg.ngram_min
     highs = [method_cfg.ngram_max] if method_cfg.ngram_max else NGRAM_MAX[analyzer]
-    return [(analyzer, (low, max(high, low))) for high in dict.fromkeys(highs)], why
+    return [(analyzer, (low, max(high, low))) for high in dict.fromkeys(highs)] + extra, why
 
 
 def inputs(task, records: list[dict]) -> list:

@@ -28,7 +28,9 @@ class TfidfMethod(Section):
         description=(
             "Features: 'word' n-grams, 'char' n-grams, or 'char_wb' (character n-grams inside word "
             "boundaries). 'auto': 'char' when most letters of the training text are in a script written "
-            "without spaces (Chinese, Japanese, Thai, Lao, Khmer, Myanmar), else 'word'."
+            "without spaces (Chinese, Japanese, Thai, Lao, Khmer, Myanmar), else 'word' and 'char_wb' 2-5 "
+            "(the latter only while ngram_max is null), chosen between by the cross-validation that "
+            "chooses C."
         ),
     )
     ngram_min: int = Field(1, ge=1, le=6, description="Shortest n-gram (in words or characters).")
