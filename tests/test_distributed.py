@@ -7,25 +7,23 @@ data order (fp32: within 1e-5), write the run folder once (rank 0), and resume a
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from lmadapt.runs import staging_path
-from lmadapt.training.checkpoints import MANIFEST, checkpoint_steps
+from lmadapt.training.checkpoints import checkpoint_steps
 from test_resume import (
     VOCAB,
     folders,  # noqa: F401  (the shared tiny models and data)
+    kill_after_checkpoint,
     sentiment,
+    sft_recipe,
     train,
     weights,
     write_jsonl,
@@ -69,17 +67,17 @@ def classify(data: dict, output: Path, **train) -> dict:
 
 
 def sft(data: dict, output: Path, **train) -> dict:
-    return {
-        "model": data["llama"],
-        "task": {"type": "sft"},
-        "data": {"train": data["sft"], "eval": data["sft"], "test": None},
-        "method": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target": "all-linear"},
-        "stage": "sft",
-        "train": {"epochs": 2, "lr": 1e-2, "batch_size": 8, "max_length": 48, "num_threads": 1,
-                  "group_by_length": False, "logging_steps": 1} | train,
-        "eval": {"every": "no"},
-        "output": str(output),
-    }  # fmt: skip
+    """test_resume's LoRA SFT recipe without dropout, checkpoints or length grouping."""
+    settings = {
+        "epochs": 2,
+        "batch_size": 8,
+        "save_every": None,
+        "logging_steps": 1,
+        "group_by_length": False,
+    }
+    raw = sft_recipe(data, output, **settings | train)
+    raw["method"] = raw["method"] | {"dropout": 0.0}
+    return raw
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
@@ -150,27 +148,6 @@ def test_two_process_lora_sft_equals_one_process(tmp_path, folders):  # noqa: F8
     assert files_of(one) == files_of(two)
 
 
-def kill_tree_after_checkpoint(cmd: list[str], output: Path, step: int) -> None:
-    """Start a 2-process run and SIGKILL the launcher and both workers (each in its own session, as
-    torchrun starts them) once a verified checkpoint at or past `step` exists."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = staging_path(output) / "checkpoints"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(s >= step and (p / MANIFEST).is_file() for s, p in checkpoint_steps(checkpoints)):
-                tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-                for pid in tree:
-                    os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"training ended ({proc.returncode}) before the kill at {step}"
-
-
 def test_two_process_run_killed_then_resumed_equals_uninterrupted(tmp_path, quiet_bert):
     settings = {"batch_size": 4, "save_every": 2, "keep_checkpoints": 2, "epochs": 3}
     whole = tmp_path / "whole"
@@ -178,8 +155,7 @@ def test_two_process_run_killed_then_resumed_equals_uninterrupted(tmp_path, quie
     train(write_recipe(tmp_path / "whole.yaml", raw), "--nproc", "2")
     output = tmp_path / "killed"
     recipe = write_recipe(tmp_path / "killed.yaml", raw | {"output": str(output)})
-    command = [sys.executable, "-m", "lmadapt", "train", str(recipe), "--nproc", "2"]
-    kill_tree_after_checkpoint(command, output, random.choice(range(4, 20, 2)))  # 24 steps in all
+    kill_after_checkpoint(recipe, output, random.choice(range(4, 20, 2)), "--nproc", "2")  # 24 steps in all
     assert not output.exists()
     checkpoint = next(p for _, p in checkpoint_steps(staging_path(output) / "checkpoints"))
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoint.iterdir()}

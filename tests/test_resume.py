@@ -122,15 +122,21 @@ def train(recipe: Path, *extra: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def kill_after_checkpoint(recipe: Path, output: Path, step: int) -> None:
-    """Start training, SIGKILL it once a checkpoint at or past `step` is on disk (it runs on a little)."""
-    proc = subprocess.Popen(train_cmd(recipe), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_after_checkpoint(recipe: Path, output: Path, step: int, *extra: str) -> None:
+    """Start training, SIGKILL it once a checkpoint at or past `step` is on disk (it runs on a little).
+
+    The process and every process it started die: `--nproc` workers run in sessions of their own, as
+    torchrun starts them, so a kill of the launcher alone would leave them training."""
+    import psutil
+
+    proc = subprocess.Popen(train_cmd(recipe, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = staging_path(output) / "checkpoints"
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if any(s >= step and (p / MANIFEST).is_file() for s, p in checkpoint_steps(checkpoints)):
-                os.kill(proc.pid, signal.SIGKILL)
+                for pid in [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]:
+                    os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.002)
     finally:
