@@ -5,7 +5,11 @@
   For seq_cls, `pooling: mean` (default) feeds the head the masked mean of the token states instead of the
   `[CLS]` pooler, where the backbone has a pooler (BERT-like).
   A head that is not a single Linear (e.g. RoBERTa's two-layer classifier) is kept and trained as is.
-- causal_lm / masked_lm: only the top `unfreeze_top` layers (+ the final norm) train, so it must be >= 1.
+- causal_lm / masked_lm: only the top `unfreeze_top` layers (+ the final norm) train, and with
+  `lm_head: true` the LM head too (the modules beside the backbone: BERT's `cls`, Llama's `lm_head`), except
+  an output projection tied to the input embeddings, which stays frozen with them. One of the two must
+  train something. `unfreeze_top: 0, lm_head: true` trains the head alone: the warm-up of a freshly
+  initialised MLM head before full pretraining, so its random early gradients never reach the encoder.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class FreezeMethod(Section):
     pooling: Literal["mean", "cls"] = Field(
         "mean", description="seq_cls: feed the head the masked mean of token states, or the [CLS] pooler."
     )
+    lm_head: bool = Field(
+        False,
+        description="causal_lm/masked_lm: the LM head trains too (a weight tied to the input embeddings "
+        "stays frozen); with unfreeze_top 0, the head alone trains.",
+    )
 
 
 def use_mean_pooling(model: nn.Module) -> bool:
@@ -68,9 +77,10 @@ def apply(model: nn.Module, cfg: FreezeMethod, task_type: str, inference: bool =
     n_top = cfg.unfreeze_top
     if n_top > len(layers):
         raise method_error("freeze", f"unfreeze_top={n_top} but the model has only {len(layers)} layers")
-    if task_type not in ENCODER_TASKS and n_top == 0:
+    if task_type not in ENCODER_TASKS and n_top == 0 and not cfg.lm_head:
         raise method_error(
-            "freeze", f"unfreeze_top must be >= 1 for {task_type}: with 0, nothing would train"
+            "freeze",
+            f"unfreeze_top must be >= 1 for {task_type} (or lm_head: true): with 0, nothing would train",
         )
     freeze_all(model)
     for layer in layers[len(layers) - n_top :]:
@@ -86,9 +96,27 @@ def apply(model: nn.Module, cfg: FreezeMethod, task_type: str, inference: bool =
                 head.to(device=old.weight.device, dtype=old.weight.dtype)
                 setattr(model, name, head)
             set_trainable(head)
-    elif n_top > 0 and (norm := find_final_norm(model)) is not None:
-        set_trainable(norm)
+    else:
+        if n_top > 0 and (norm := find_final_norm(model)) is not None:
+            set_trainable(norm)
+        if cfg.lm_head:
+            train_lm_head(model)
     return model
+
+
+def train_lm_head(model: nn.Module) -> None:
+    """Make the LM head trainable: every direct child but the backbone (`base_model_prefix`), less the
+    parameters shared with the input embeddings (a tied decoder is the embedding matrix itself)."""
+    backbone = getattr(model, "base_model_prefix", "")
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    heads = [m for name, m in model.named_children() if name != backbone]
+    if not heads:
+        raise method_error("freeze", f"lm_head: {type(model).__name__} has no head beside its backbone")
+    for head in heads:
+        for p in head.parameters():
+            if id(p) not in tied:
+                p.requires_grad_(True)
 
 
 CONFIG = FreezeMethod
