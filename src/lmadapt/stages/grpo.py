@@ -26,11 +26,10 @@ LOGGED = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "entropy":
 def run(recipe, resume: bool = False) -> Path:
     """Train with GRPO; the held-out task metric (and reward) of greedy answers before and after."""
     from ..alignment.curves import save_curves
-    from ..alignment.policy import load_policy, policy_run_of
+    from ..alignment.policy import policy_run_of
     from ..config.grpo import GrpoConfig
     from ..methods import check_method, count_parameters, save_trained
-    from ..stages.ppo import build_prompts, reward_sources
-    from ..stages.sft import load_records
+    from ..stages.ppo import policy_and_prompts, reward_sources
     from ..training.checkpoints import train_from_latest
     from ..training.progress import run_callbacks
 
@@ -46,9 +45,7 @@ def run(recipe, resume: bool = False) -> Path:
                           "the reference from the base model, not from the sft run)")  # fmt: skip
     check_method(recipe.method, "causal_lm")
     seed_everything(train.seed)
-    splits = load_records(recipe)
-    model, tokenizer, template = load_policy(recipe)
-    prompts = {name: build_prompts(recipe, rs, tokenizer, template) for name, rs in splits.items()}
+    _, model, tokenizer, template, prompts = policy_and_prompts(recipe)
     reward, _ = reward_sources(recipe)
     run_dir = RunDir.start(recipe, resume)
     run_dir.write_config(recipe)

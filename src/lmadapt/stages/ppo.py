@@ -54,15 +54,11 @@ def run(recipe, resume: bool = False, callbacks: list | None = None) -> Path:
     """Train with PPO and evaluate on held-out prompts; `callbacks` are called as f(step, stats) after each
     step (a test stops a run there to check resuming); `resume` continues from the last verified checkpoint."""
     from ..alignment.loop_checkpoint import load_loop_checkpoint
-    from ..alignment.policy import load_policy
-    from ..stages.sft import load_records
 
     cfg, train = check_recipe(recipe)
     _set_threads(train.num_threads)
     seed_everything(train.seed)
-    splits = load_records(recipe)
-    model, tokenizer, template = load_policy(recipe)
-    prompts = {name: build_prompts(recipe, rs, tokenizer, template) for name, rs in splits.items()}
+    splits, model, tokenizer, template, prompts = policy_and_prompts(recipe)
     reward, gold = reward_sources(recipe)
     run_dir = RunDir.start(recipe, resume)
     run_dir.write_config(recipe)
@@ -112,6 +108,18 @@ def check_recipe(recipe):
     if recipe.ppo is None:  # every setting at its default; config.yaml then spells them out
         recipe.ppo = PpoConfig()
     return recipe.ppo, recipe.train
+
+
+def policy_and_prompts(recipe):
+    """What ppo and grpo start from: (records per split, the start policy, tokenizer, template, prompts per
+    split built from the records)."""
+    from ..alignment.policy import load_policy
+    from ..stages.sft import load_records
+
+    splits = load_records(recipe)
+    model, tokenizer, template = load_policy(recipe)
+    prompts = {name: build_prompts(recipe, rs, tokenizer, template) for name, rs in splits.items()}
+    return splits, model, tokenizer, template, prompts
 
 
 def reward_sources(recipe):
