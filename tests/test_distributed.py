@@ -18,6 +18,7 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from lmadapt.runs import staging_path
 from lmadapt.training.checkpoints import checkpoint_steps
+from test_pretrain import tiny_bert  # noqa: F401  (an encoder whose vocabulary covers the corpus)
 from test_resume import (
     VOCAB,
     folders,  # noqa: F401  (the shared tiny models and data)
@@ -236,15 +237,16 @@ def stage_recipe(kind: str, tmp: Path, folders: dict, batch: int):  # noqa: F811
         return test_dpo.dpo_recipe(tmp, Path(folders["llama"]), train=data_parallel | {"epochs": 2})
     corpus = test_pretrain.write_corpus(tmp, n_train=64, n_eval=16)
     task = {"objective": "clm"} if kind == "pretrain-clm" else {"objective": "mlm"}
-    model = folders["llama"] if kind == "pretrain-clm" else folders["bert"]
+    model = folders["llama"] if kind == "pretrain-clm" else folders["mlm"]
     return test_pretrain.recipe(tmp, model, task, {"train": corpus["train"], "eval": corpus["eval"]},
                                 **data_parallel | {"max_steps": 8, "group_by_length": False})  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["rm", "dpo", "pretrain-clm", "pretrain-mlm"])
-def test_every_trainer_stage_runs_on_two_processes_and_rank_0_alone_writes(tmp_path, folders, kind):  # noqa: F811
+def test_every_trainer_stage_on_two_processes_rank_0_alone_writes(tmp_path, folders, tiny_bert, kind):  # noqa: F811
     from lmadapt.config import recipe_to_yaml
 
+    folders = folders | {"mlm": tiny_bert}
     runs = {}
     for n, batch in ((1, 4), (2, 2)):
         tmp = tmp_path / f"n{n}"
@@ -264,3 +266,4 @@ def test_every_trainer_stage_runs_on_two_processes_and_rank_0_alone_writes(tmp_p
         la, lb = losses(runs[1]), losses(runs[2])
         assert len(la) == len(lb) > 1
         assert max(abs(x - y) for (_, x), (_, y) in zip(la, lb, strict=True)) < TOLERANCE, (la, lb)
+    assert all(loss > 0 for r in runs.values() for _, loss in losses(r))  # it trained on something

@@ -455,6 +455,21 @@ def test_bad_recipes_are_recipe_errors(tmp_path, tiny_bert, tiny_llama_dir):
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.incomplete").exists()
 
 
+def test_text_the_vocabulary_does_not_cover_is_an_error_or_a_warning(tmp_path, tiny_bert):
+    """Masked LM on text that is all [UNK] would train on nothing (loss 0): it stops; partly covered text
+    trains, and the log says how much of it the tokenizer does not know."""
+    unknown = tmp_path / "zh.jsonl"
+    write_jsonl(unknown, [{"title": "医学", "body": "这篇论文是关于医学的。"}] * 12)
+    with pytest.raises(DataError, match=r"every token .* special or unknown \(\[UNK\]\).*nothing to mask"):
+        run_stage(recipe(tmp_path, tiny_bert, {"objective": "mlm"}, {"train": str(unknown), "eval": None}))
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.incomplete").exists()
+    mixed = tmp_path / "mixed.jsonl"
+    write_jsonl(mixed, [{"title": "W1 w2.", "body": "W3 w4 w5 医学 w6."}] * 12)  # 2 [UNK] (医, 学) of 10
+    run = run_stage(recipe(tmp_path, tiny_bert, {"objective": "mlm"}, {"train": str(mixed), "eval": None},
+                           max_steps=2))  # fmt: skip
+    assert "warning: 20% of the training tokens are unknown to the tokenizer" in (run / "log.txt").read_text()
+
+
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_bert):
     from transformers import TrainerCallback
 

@@ -150,6 +150,8 @@ def train(
         run_dir = run_stage(loaded, resume=resume)
     except distributed.WorkerDone:  # a rank other than 0: rank 0 finishes and writes the run folder
         return
+    finally:
+        distributed.finish()
     console.print(f"run folder: {run_dir}")
 
 

@@ -50,9 +50,16 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     model, tokenizer, fresh, origin = load_model(recipe.model, task, cfg.seed)
     check_resumable(recipe.method.type, fresh, cfg.save_every)
     examples = build_examples(texts, tokenizer, task, cfg.max_length, recipe.data.seed)
+    unknown = unknown_share(examples["train"], tokenizer, task.masked, recipe.model.name)
 
     # --- run folder (only now: a bad recipe, data or model leaves nothing behind), method -------------
     run_dir = start_run(recipe, resume, texts, examples, fresh)
+    if unknown >= UNKNOWN_WARNING:
+        run_dir.log(
+            f"warning: {unknown:.0%} of the training tokens are unknown to the tokenizer of "
+            f"{recipe.model.name!r} ({tokenizer.unk_token}): its vocabulary does not cover this text well "
+            "(another language or script?); they are never masked or predicted as themselves"
+        )
     model = adapt(model, recipe.method, task.objective, fresh)
     trainable, total = count_parameters(model)
     run_dir.log(f"method {recipe.method.type}: {trainable:,} of {total:,} parameters train")
@@ -185,6 +192,32 @@ def build_examples(texts, tokenizer, task, max_length: int, seed: int) -> dict[s
     if not out["train"]:
         raise DataError("data.train: no training examples could be built from the text")
     return out
+
+
+UNKNOWN_WARNING = 0.05  # a share of [UNK] tokens above which the log says the vocabulary does not fit
+
+
+def unknown_share(features: list[dict], tokenizer, masked: bool, name: str) -> float:
+    """The share of the training tokens the tokenizer maps to its unknown token. A masked objective with no
+    token that is neither special nor unknown would train on nothing (loss 0): that is an error."""
+    specials = set(tokenizer.all_special_ids)
+    unk = tokenizer.unk_token_id
+    if unk in (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id):
+        unk = None  # byte-level vocabularies (GPT-2) know every text; their "unk" is EOS, the separator
+    unknown = maskable = 0  # of the text's own tokens ([CLS], [SEP], padding are not counted)
+    for feature in features:
+        for token in feature["input_ids"]:
+            if token == unk:
+                unknown += 1
+            elif token not in specials:
+                maskable += 1
+    if masked and not maskable:
+        raise DataError(
+            f"data.train: every token of the training text is a special or unknown ({tokenizer.unk_token}) "
+            f"token for the tokenizer of {name!r}, so there is nothing to mask; use a model whose vocabulary "
+            "covers this text"
+        )
+    return unknown / max(1, unknown + maskable) if unk is not None else 0.0
 
 
 def start_run(recipe, resume: bool, texts: dict, examples: dict, fresh: list[str]) -> RunDir:

@@ -57,3 +57,14 @@ def leave_unless_main() -> None:
     """End this stage on every rank but 0: what follows (final evaluation, saving) runs once, on rank 0."""
     if not is_main():
         raise WorkerDone
+
+
+def finish() -> None:
+    """Leave the process group before the interpreter exits, on every rank: gloo threads still running while
+    Python shuts down abort the process (SIGABRT, "terminate called without an active exception")."""
+    if world_size() <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
