@@ -158,3 +158,37 @@ def test_leaderboard_names_no_model_for_tfidf(tiny_setup):
         [Planned(n, Path(n), [], r, metrics=metrics) for n, r in (("tfidf", tfidf), ("full", full))]
     )
     assert [r["model"] for r in rows] == ["-", base["model"]]
+
+
+def test_compare_shows_finished_run_folders_as_they_are(tiny_setup, monkeypatch):
+    """`compare RUN RUN` and `compare FOLDER_OF_RUNS`: rows from the folders' own metrics, nothing run;
+    an unfinished folder or --grid with a run folder is a clear error."""
+    import shutil
+
+    root, path = tiny_setup
+    made = root / "made"
+    run_compare([path], ["prompt.aggregate=logsumexp,mean"], made)  # two finished runs to point at
+    runs = made / "runs"
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run folder was run again")
+
+    monkeypatch.setattr(compare_mod, "run_in_subprocess", must_not_run)
+    staging = runs / ".killed.incomplete"  # a run being written (or killed): not a run, left out
+    shutil.copytree(runs / "tiny-verbalizer-mean", staging)
+    (staging / "status.json").write_text(json.dumps({"status": "running"}))
+    for args in ([runs / "tiny-verbalizer-logsumexp", runs / "tiny-verbalizer-mean"], [runs]):
+        out = root / f"shown-{len(args)}"
+        run_compare(args, [], out)
+        rows = json.loads((out / "leaderboard.json").read_text())["rows"]
+        assert {r["name"]: r["status"] for r in rows} == {
+            "tiny-verbalizer-logsumexp": "reused", "tiny-verbalizer-mean": "reused"}  # fmt: skip
+        for r in rows:
+            saved = json.loads((runs / r["name"] / "metrics.json").read_text())["final"]["test"]
+            assert r["accuracy"] == saved["accuracy"] and r["run"] == str(runs / r["name"])
+    status = runs / "tiny-verbalizer-mean" / "status.json"
+    status.write_text(json.dumps(json.loads(status.read_text()) | {"status": "running"}))
+    with pytest.raises(RecipeError, match="tiny-verbalizer-mean: not a finished run"):
+        run_compare([runs / "tiny-verbalizer-mean"], [], root / "x")
+    with pytest.raises(RecipeError, match="--grid varies recipes"):
+        run_compare([runs / "tiny-verbalizer-logsumexp"], ["prompt.aggregate=mean"], root / "x")

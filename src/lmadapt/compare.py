@@ -5,6 +5,9 @@ whose config.yaml equals the resolved recipe is reused, not retrained. Every run
 (`python -m lmadapt train`), so its peak memory is its own. The leaderboard (Markdown, CSV, JSON) lists the
 task metrics, trainable parameters, train time, peak memory and inference speed; leaderboard.png plots
 quality against train time (log scale).
+
+Finished run folders can be named too (`lmadapt compare runs/a runs/b`, or a folder of run folders): they
+join the leaderboard as they are, under their folder's name, whatever command wrote them.
 """
 
 from __future__ import annotations
@@ -47,25 +50,46 @@ class Planned:
     overrides: list[str]
     recipe: Recipe
     status: str = "pending"  # reused | trained | failed
+    folder: bool = False  # a finished run folder named on the command line, not a recipe
     wall_seconds: float | None = None
     log: Path | None = None
     metrics: dict = field(default_factory=dict)
 
 
+def is_run_folder(path: Path) -> bool:
+    """A run folder, finished or not: status.json is the first file a run writes."""
+    return path.is_dir() and (path / "status.json").is_file()
+
+
 def expand_recipes(paths: Sequence[str | Path]) -> list[Path]:
-    """Recipe files; a folder stands for the *.yaml files in it (sorted)."""
+    """Recipe files and run folders; a folder of recipes stands for its *.yaml files (sorted), a folder of
+    run folders for its finished ones (sorted; incomplete .NAME.incomplete folders are not runs yet)."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(p.glob("*.yaml"))
-            if not found:
-                raise RecipeError(f"{p}: folder holds no *.yaml recipes")
-            out += found
-        elif p.is_file():
+        if is_run_folder(p) or p.is_file():
             out.append(p)
+        elif p.is_dir():
+            found = sorted(p.glob("*.yaml")) or sorted(
+                r
+                for r in p.iterdir()
+                if is_run_folder(r) and not r.name.startswith(".") and RunDir(r).is_finished()
+            )
+            if not found:
+                raise RecipeError(f"{p}: folder holds no *.yaml recipes and no finished run folders")
+            out += found
         else:
-            raise RecipeError(f"{p}: recipe file not found")
+            raise RecipeError(f"{p}: recipe file or run folder not found")
     return out
+
+
+def run_folder(path: Path, grid: Sequence[str]) -> Planned:
+    """A finished run folder as a leaderboard row (its own config.yaml and metrics.json)."""
+    if grid:
+        raise RecipeError(f"{path}: --grid varies recipes; a run folder is one finished run")
+    if not RunDir(path).is_finished():
+        raise RecipeError(f"{path}: not a finished run (status.json does not say complete); nothing to show")
+    recipe = load_recipe(path / "config.yaml", [f"output={path.as_posix()}"])
+    return Planned(run_name(path.name), path, [], recipe, status="reused", folder=True)
 
 
 def expand_grid(grid: Sequence[str]) -> list[list[str]]:
@@ -85,6 +109,12 @@ def plan(recipes: Sequence[str | Path], grid: Sequence[str], output: Path) -> li
     """Resolve each (recipe, grid point) into a recipe writing to OUTPUT/runs/NAME; all errors up front."""
     planned, problems = [], []
     for path in expand_recipes(recipes):
+        if is_run_folder(path):
+            try:
+                planned.append(run_folder(path, grid))
+            except RecipeError as exc:
+                problems.append(str(exc))
+            continue
         for combo in expand_grid(grid):
             suffix = "-".join(o.partition("=")[2] for o in combo)
             name = run_name(f"{path.stem}-{suffix}" if suffix else path.stem)
@@ -167,7 +197,9 @@ def run_compare(
     with tqdm(total=len(planned), desc="compare", unit="run", file=sys.stderr) as progress:
         for item in planned:
             item.log = output / "logs" / f"{item.name}.log"
-            if finished_run(item.recipe):
+            if item.folder:
+                say(f"[green]shown[/] {item.name} ({item.source})")
+            elif finished_run(item.recipe):
                 item.status = "reused"
                 say(f"[green]reused[/] {item.name} ({item.recipe.output})")
             else:
