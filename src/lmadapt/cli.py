@@ -234,7 +234,7 @@ def data_pull(name: str = typer.Argument(..., help="Catalog name, see `lmadapt d
 @app.command()
 @friendly
 def compare(
-    recipes: list[Path] = typer.Argument(..., help="Recipe files, finished run folders, or folders of either."),
+    recipes: list[Path] = typer.Argument(..., help="Recipes, finished run folders, or folders of either."),
     grid: list[str] = typer.Option(None, "--grid", help="dotted.key=v1,v2 (repeatable): one run each."),
     output: Path = typer.Option(Path("runs/compare"), "--output", help="Folder for runs and leaderboard."),
     metric: str = typer.Option(None, "--metric", help="Sort by this metric (default f1_macro)."),
