@@ -3,24 +3,28 @@ to the input embeddings stays frozen, and the pretrain stage's head warm-up leav
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import (
     BertConfig,
     BertForMaskedLM,
-    BertModel,
-    BertTokenizerFast,
     LlamaConfig,
     LlamaForCausalLM,
 )
 
-from lmadapt.config import parse_recipe
 from lmadapt.errors import RecipeError
 from lmadapt.methods import apply_method
 from lmadapt.methods.freeze import FreezeMethod
 from lmadapt.stages import run_stage
-from lmadapt.utils.io import write_jsonl
+from test_pretrain import recipe as pretrain_recipe
+from test_pretrain import (
+    tiny_bert,  # noqa: F401  (the fixture: a tiny BertModel, no MLM head)
+    write_corpus,
+)
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -90,51 +94,18 @@ def test_nothing_to_train_is_still_a_recipe_error():
         apply_method(tiny_mlm(), FreezeMethod(), "masked_lm")
 
 
-def test_pretrain_head_warm_up_leaves_the_encoder_untouched(tmp_path):
+def test_pretrain_head_warm_up_leaves_the_encoder_untouched(tmp_path, tiny_bert):  # noqa: F811
     """minilm-l6 ships no MLM head: the warm-up trains the fresh one, the encoder is saved bit for bit."""
-    words = [f"w{i}" for i in range(60)]
-    tokenizer = BertTokenizerFast(
-        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words])}
-    )
-    encoder = tmp_path / "encoder"
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=64, **SMALL)).save_pretrained(
-        encoder
-    )
-    tokenizer.save_pretrained(encoder)
-    for name, n in (("train", 60), ("eval", 10)):
-        rows = [{"id": i, "text": " ".join(words[(i + j) % 20] for j in range(12)) + " ."} for i in range(n)]
-        write_jsonl(tmp_path / f"{name}.jsonl", rows)
-    recipe = parse_recipe(
-        {
-            "model": str(encoder),
-            "task": {"type": "lm", "objective": "mlm", "text": ["text"], "pseudo_perplexity_examples": 0},
-            "data": {
-                "train": str(tmp_path / "train.jsonl"),
-                "eval": str(tmp_path / "eval.jsonl"),
-                "test": None,
-            },
-            "method": {"type": "freeze", "unfreeze_top": 0, "lm_head": True},
-            "stage": "pretrain",
-            "train": {
-                "max_steps": 20,
-                "lr": 1e-2,
-                "batch_size": 8,
-                "max_length": 32,
-                "seed": 0,
-                "num_threads": 1,
-            },
-            "eval": {"every": "no"},
-            "output": str(tmp_path / "run"),
-        }
-    )
-    run = run_stage(recipe)
+    task = {"objective": "mlm", "pseudo_perplexity_examples": 0}
+    head_only = {"type": "freeze", "unfreeze_top": 0, "lm_head": True}
+    data = write_corpus(tmp_path, n_train=60, n_eval=10)
+    run = run_stage(pretrain_recipe(tmp_path, tiny_bert, task, data, head_only, max_steps=20, lr=1e-2))
     saved = load_file(str(run / "model" / "model.safetensors"))
-    original = load_file(str(encoder / "model.safetensors"))
+    original = load_file(str(Path(tiny_bert) / "model.safetensors"))
     for key, value in original.items():
         assert torch.equal(saved[f"bert.{key}"], value), key
     assert "cls.predictions.transform.dense.weight" in saved
     log = (run / "log.txt").read_text()
     assert "method freeze: " in log
-    final = __import__("json").loads((run / "metrics.json").read_text())["final"]["eval"]
+    final = json.loads((run / "metrics.json").read_text())["final"]["eval"]
     assert final["mlm_loss"] < final["mlm_loss_before"]
