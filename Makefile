@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # The lock tool itself is pinned too, so `make lock` is reproducible.
 LOCK_TOOLS := pip==26.3 pip-tools==7.6.2
 
-.PHONY: install demo test unit integration lint format clean lock test-latest fuzz
+.PHONY: install demo test unit integration lint format clean lock test-latest fuzz browser
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,8 +41,22 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration -q
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The web UI's browser test drives Debian's Chromium (Playwright cannot download browsers here) with a CJK
+# font for the 中文 screenshots: installed through apt when missing and root, else a clear stop.
+BROWSER_PKGS := chromium fonts-wqy-microhei
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(BROWSER_PKGS) for the web UI test (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PKGS) >/dev/null; \
+	  elif [ "$${LMADAPT_NO_BROWSER:-0}" != 1 ]; then \
+	    echo "make test drives Chromium for the web UI test: run 'sudo apt-get install $(BROWSER_PKGS)'" \
+	      "(or set LMADAPT_NO_BROWSER=1 to skip that test knowingly)" >&2; exit 2; \
+	  fi; \
+	fi
 
 # A longer fuzzing run than CI's (the count goes in docs/reliability.md).
 fuzz: $(STAMP)

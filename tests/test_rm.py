@@ -204,7 +204,10 @@ def test_kwise_rankings_with_varying_k_train_and_report_kendall_tau(tmp_path, ti
     test = json.loads((run / "metrics.json").read_text())["final"]["test"]
     assert {"kendall_tau", "top1_accuracy", "pairwise_accuracy", "mean_margin"} <= set(test)
     assert test["pairwise_accuracy"] > test["pairwise_accuracy_before"] and test["kendall_tau"] > 0.5
-    assert "1 prompts left out (all answers tie" in (run / "log.txt").read_text()
+    assert (
+        "warning: train: 1 prompts left out (their answers tie or are the same text"
+        in (run / "log.txt").read_text()
+    )
     assert (run / "model" / "model.safetensors").is_file()
 
 
@@ -244,9 +247,25 @@ def test_rm_recipe_problems_are_recipe_errors_before_anything_is_written(tmp_pat
         rm_recipe(tmp_path, tiny_dir, data, train={"packing": "rows"})
     ties = write_jsonl(tmp_path / "ties.jsonl", [{"prompt": "p", "r": ["a", "b"], "s": [0, 0]}])
     task = {"type": "preference", "responses": "r", "scores": "s"}
-    with pytest.raises(DataError, match="none has two answers of different rank"):
+    with pytest.raises(DataError, match="none has two different answers of different rank"):
         run_stage(rm_recipe(tmp_path, tiny_dir, {"train": ties, "eval": None, "test": None}, task=task))
+    same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": f"p{i}", "chosen": "a b", "rejected": "a b "}
+                                                 for i in range(3)])  # fmt: skip
+    with pytest.raises(DataError, match=r"\(3 have the chosen answer equal to the rejected\)"):
+        run_stage(rm_recipe(tmp_path, tiny_dir, {"train": same, "eval": None, "test": None}))
     assert not (tmp_path / "rm-run").exists() and not (tmp_path / ".rm-run.incomplete").exists()
+
+
+def test_pairs_with_the_same_answer_are_left_out_with_a_warning(tmp_path, tiny_dir):
+    from lmadapt.stages import run_stage
+
+    data = preference_files(tmp_path)
+    rows = [json.loads(line) for line in Path(data["train"]).read_text().splitlines()]
+    rows[:3] = [r | {"rejected": r["chosen"]} for r in rows[:3]]
+    data["train"] = write_jsonl(tmp_path / "some-same.jsonl", rows)
+    out = Path(run_stage(rm_recipe(tmp_path, tiny_dir, data, train={"epochs": 1})))
+    log = (out / "log.txt").read_text()
+    assert "warning: train: 3 prompts left out (their answers tie or are the same text" in log
 
 
 def test_long_prompts_are_cut_at_the_start_so_the_answer_end_stays():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,14 @@ def make_run(root: Path) -> Path:
     board = {"metric": "f1_macro", "rows": [{"name": "lora", "method": "lora", "f1_macro": 0.929}]}
     (root / "demo" / "leaderboard.json").write_text(json.dumps(board))
     shutil.copy(run / "plots" / "loss.png", root / "demo" / "leaderboard.png")
+    evil = root / "evil"  # a crafted leaderboard: its metric and row names are markup that would run script
+    evil.mkdir()
+    (evil / "leaderboard.json").write_text(json.dumps({"metric": XSS, "rows": [
+        {"name": XSS, "method": "<script>window.pwned = 1</script>", XSS: 0.5}]}))  # fmt: skip
     return root
+
+
+XSS = '<img src=x onerror="window.pwned = 1; alert(1)">'
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +83,16 @@ def ui(tmp_path_factory):
     proc.wait(30)
 
 
+def wait_until(page, expression: str, timeout_ms: int = 30_000) -> None:
+    """Poll `expression` through DevTools evaluation: the page's CSP forbids eval, so Playwright's own
+    wait_for_function (which evals its predicate in the page) cannot run there, and the CSP stays on."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_ms} ms: {expression}")
+        time.sleep(0.1)
+
+
 def shots(tmp_path) -> Path:
     folder = Path(os.environ.get("LMADAPT_UI_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,10 +102,12 @@ def shots(tmp_path) -> Path:
 def test_chat_streams_runs_show_plots_and_labels_switch_language(browser, ui, tmp_path):
     out = shots(tmp_path)
     page = browser.new_page(viewport={"width": 1100, "height": 700})
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(ui)
     page.fill("#key", KEY)
     page.dispatch_event("#key", "change")
-    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    wait_until(page, "document.querySelector('#model').options.length > 0")
     assert page.input_value("#model") == "tiny"
     page.fill("#system", "you are a helpful bot")
     page.fill("#max_tokens", "40")
@@ -98,7 +118,7 @@ def test_chat_streams_runs_show_plots_and_labels_switch_language(browser, ui, tm
         {subtree: true, childList: true, characterData: true}); }""")
     page.fill("#prompt", "hello how are you today?")
     page.click("#send")
-    page.wait_for_function("!document.querySelector('#send').disabled", timeout=60_000)
+    wait_until(page, "!document.querySelector('#send').disabled", 60_000)
     answer = page.text_content("#messages .assistant:last-child .text")
     assert answer and page.text_content("#chat-error") == ""
     assert page.evaluate("window.seen.size") >= 3  # it appeared piece by piece, not at once
@@ -108,18 +128,23 @@ def test_chat_streams_runs_show_plots_and_labels_switch_language(browser, ui, tm
     page.click("nav button[data-tab=runs]")
     page.wait_for_selector("#run-table tbody tr")
     page.click("#run-table tbody tr")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#plots img.plot')].some(i => i.complete && i.naturalWidth > 100)"
+    wait_until(
+        page,
+        "[...document.querySelectorAll('#plots img.plot')].some(i => i.complete && i.naturalWidth > 100)",
     )
-    page.wait_for_function("document.querySelector('#recipe').textContent.includes('stage')")
+    wait_until(page, "document.querySelector('#recipe').textContent.includes('stage')")
     assert "f1_macro" in page.text_content("#metric-table")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#boards img.plot')].some(i => i.naturalWidth > 100)"
-    )
+    wait_until(page, "[...document.querySelectorAll('#boards img.plot')].some(i => i.naturalWidth > 100)")
     page.screenshot(path=str(out / "ui-runs.png"), full_page=True)
+    # the crafted leaderboard shows its names as text: no element was made from them, no script ran
+    headers = page.eval_on_selector_all("#boards th", "ths => ths.map(t => t.textContent)")
+    cells = page.eval_on_selector_all("#boards td", "tds => tds.map(t => t.textContent)")
+    assert XSS in headers and XSS in cells and "<script>window.pwned = 1</script>" in cells
+    assert page.eval_on_selector_all("#boards img:not(.plot), #boards script", "els => els.length") == 0
+    assert page.evaluate("window.pwned") is None and not dialogs
 
     page.click("nav button[data-tab=predict]")
-    page.wait_for_function("document.querySelector('#predict-run').options.length > 0")
+    wait_until(page, "document.querySelector('#predict-run').options.length > 0")
     page.click("#lang")
     assert page.text_content("nav button[data-tab=chat]") == "对话"
     assert page.text_content("nav button[data-tab=predict]") == "批量预测"
@@ -133,10 +158,10 @@ def test_the_ui_obeys_the_key(browser, ui):
     page.goto(ui)
     page.fill("#key", "wrong-key-0000000")
     page.dispatch_event("#key", "change")
-    page.wait_for_function("document.querySelector('#chat-error').textContent.length > 0")
+    wait_until(page, "document.querySelector('#chat-error').textContent.length > 0")
     assert "API key" in page.text_content("#chat-error")
     page.click("nav button[data-tab=runs]")
-    page.wait_for_function("document.querySelector('#runs-error').textContent.length > 0")
+    wait_until(page, "document.querySelector('#runs-error').textContent.length > 0")
     assert page.locator("#run-table tbody tr").count() == 0
 
 

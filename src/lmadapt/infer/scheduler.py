@@ -8,7 +8,9 @@
 A `Target` is an engine plus what to switch on before its forward passes (a PEFT adapter, or the adapters
 off for the base model). Requests for the target the batch runs join it at the next step; a request for
 another target waits until the batch drains (PEFT switches adapters per forward pass, not per row), and while
-it waits no new rows join the running batch, so it cannot starve.
+it waits no new rows join the running batch, so it cannot starve. A job never runs wider than `max_batch`:
+its rows join as room opens, the rest waiting at the head of the queue (a wide request is split into the
+scheduler's batches, in order).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Job:
     on_delta: Callable[[Sequence, str], None]
     on_error: Callable[[BaseException], None]
     submitted: float = field(default_factory=time.monotonic)
+    started: int = 0  # how many of `sequences` joined a batch (in order)
 
     def cancel(self) -> None:
         for s in self.sequences:
@@ -48,6 +51,10 @@ class Job:
     @property
     def done(self) -> bool:
         return all(s.done for s in self.sequences)
+
+    @property
+    def unstarted(self) -> list[Sequence]:
+        return [s for s in self.sequences[self.started :] if not s.done]
 
 
 class Scheduler:
@@ -88,10 +95,13 @@ class Scheduler:
         self._thread.join(timeout)
 
     # ---------------------------------------------------------------- the decode thread
-    def _admit(self, batch: DecodeBatch | None, target: Target | None) -> tuple[list[Job], Target | None]:
-        """Jobs to start now (the caller holds the lock): for the running target, those queued before any job
-        for another target; with no batch running, the oldest job's target."""
-        while self._waiting and self._waiting[0].done:  # cancelled before it started
+    def _admit(
+        self, batch: DecodeBatch | None, target: Target | None
+    ) -> tuple[list[tuple[Job, list[Sequence]]], Target | None]:
+        """(job, rows) to start now (the caller holds the lock): for the running target, rows of the jobs
+        queued before any job for another target, as many as the batch has room for; with no batch running,
+        the oldest job's target. A job whose rows do not all fit stays at the head with the rest."""
+        while self._waiting and not self._waiting[0].unstarted:  # cancelled (or drained) before it started
             self._waiting.popleft()
         if not self._waiting:
             return [], target
@@ -99,13 +109,15 @@ class Scheduler:
             target = self._waiting[0].target
         room = self.max_batch - (len(batch) if batch is not None else 0)
         start = []
-        while self._waiting and self._waiting[0].target is target and room >= len(self._waiting[0].sequences):
-            job = self._waiting.popleft()
-            if not job.done:
-                start.append(job)
-                room -= len(job.sequences)
-        if not start and batch is not None and not len(batch) and self._waiting:
-            start.append(self._waiting.popleft())  # a job wider than max_batch still runs, alone
+        while self._waiting and self._waiting[0].target is target and room > 0:
+            job = self._waiting[0]
+            rows = job.unstarted[:room]
+            job.started = job.sequences.index(rows[-1]) + 1 if rows else len(job.sequences)
+            if rows:
+                start.append((job, rows))
+                room -= len(rows)
+            if not job.unstarted:
+                self._waiting.popleft()
         return start, target
 
     def _run(self) -> None:
@@ -119,8 +131,8 @@ class Scheduler:
                     return
                 previous = target
                 start, target = self._admit(batch, target)
-                for job in start:
-                    for s in job.sequences:
+                for job, rows in start:
+                    for s in rows:
                         self._owner[id(s)] = job
             try:
                 if start and (batch is None or not len(batch) or target is not previous):
@@ -128,10 +140,12 @@ class Scheduler:
                     engine = target.engine
                     batch = DecodeBatch(engine.model, engine.tokenizer.pad_token_id)
                 if start:
-                    batch.add([s for job in start for s in job.sequences])
+                    batch.add([s for _, rows in start for s in rows])
                 for s in batch.drop_cancelled():
                     self._owner.pop(id(s), None)
-                batch.step(emit=self._emit)
+                for seq, _ in batch.step(emit=self._emit):
+                    if seq.done:  # also a row cancelled after its delta went out: it left the batch just now
+                        self._owner.pop(id(seq), None)
             except Exception as exc:  # a failed forward fails the requests in it, not the server
                 self._fail(batch, start, exc)
                 batch = None
@@ -146,8 +160,8 @@ class Scheduler:
             if delta or seq.done:
                 job.on_delta(seq, delta)
 
-    def _fail(self, batch: DecodeBatch | None, start: list[Job], exc: BaseException) -> None:
-        jobs = {id(j): j for j in start}
+    def _fail(self, batch: DecodeBatch | None, start: list, exc: BaseException) -> None:
+        jobs = {id(j): j for j, _ in start}
         for s in batch.sequences if batch is not None else []:
             job = self._owner.pop(id(s), None)
             if job is not None:

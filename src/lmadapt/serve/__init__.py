@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .security import ServeError, check_bind, resolve_key
+from .security import ServeError, check_bind, check_cors, check_port, resolve_key
 
 __all__ = ["serve", "ServeError"]
 
@@ -16,6 +16,7 @@ def serve(
     api_key: str | None = None,
     api_key_file: str | Path | None = None,
     cors_origins: list[str] | None = None,
+    allowed_hosts: list[str] | None = None,
     runs_root: str | Path | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
@@ -28,6 +29,11 @@ def serve(
     what still streams is cancelled (its rows leave the batch) and the decode thread stops."""
     key = resolve_key(api_key, api_key_file)
     check_bind(host, key)  # before anything heavy is imported or loaded
+    check_cors(cors_origins or (), key)
+    for name, value in caps.items():
+        if value is not None and value <= 0:
+            raise ServeError(f"--{name.replace('_', '-')} {value}: must be above 0")
+    check_port(host, port)
     import torch
     import uvicorn
 
@@ -43,8 +49,8 @@ def serve(
     graceful = caps.pop("graceful_s", 10)
     served = load_served(specs, pick_dtype(dtype), trust_remote_code)
     options = ServeOptions(
-        api_key=key, cors_origins=tuple(cors_origins or ()), runs_root=Path(runs_root) if runs_root else None,
-        **caps,
+        api_key=key, cors_origins=tuple(cors_origins or ()), allowed_hosts=tuple(allowed_hosts or ()),
+        runs_root=Path(runs_root) if runs_root else None, **caps,
     )  # fmt: skip
     app = create_app(served, options)
     names = ", ".join(served)

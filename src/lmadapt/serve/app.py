@@ -2,8 +2,12 @@
 
     app = create_app(served, ServeOptions(api_key="..."))      # served: load_served(...)
 
-Every /v1 and /api route checks the key; caps answer 400/413/429 in OpenAI's error shape; a client that goes
-away (or a server that shuts down) cancels its rows, which leave the batch at the next step.
+Every /v1 and /api route checks the key, and `Guard` (security.py) checks Host, Origin and content type before
+anything is read. Work is capped in the model's own units before any is done: rows (prompts x n), prompt
+characters (before tokenizing, which runs off the event loop), new tokens, body bytes; answered 400/413/429
+in OpenAI's error shape. Every request has a generation deadline, and a stream whose client stops reading
+is cut after `write_timeout` seconds; a client that goes away (or a server that shuts down) cancels its
+rows, which leave the batch at the next step, and gives back its slot.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..infer.scheduler import Scheduler
 from .openai_schema import UNSUPPORTED, ChatRequest, CompletionRequest, error_body
-from .security import ApiError, BodyLimit, KeyCheck, Slots
+from .security import ApiError, BodyLimit, Guard, KeyCheck, Slots
 
 __all__ = ["ServeOptions", "create_app"]
 
@@ -37,8 +42,18 @@ class ServeOptions:
     max_concurrent: int = 64
     max_body: int = 4 * 1024 * 1024
     max_batch: int = 16
+    max_rows: int | None = None  # sequences (prompts x n) one request may ask for; None: max_batch
+    max_prompt_chars: int = 200_000  # characters of prompt text per request, checked before tokenizing
+    max_predict_rows: int = 10_000  # records one /api/predict upload may hold
+    request_timeout: float = 600.0  # seconds one request may generate for
+    write_timeout: float = 30.0  # seconds a stream may wait for its client to read
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones when no key is set
     runs_root: Path | None = None
+
+    @property
+    def row_cap(self) -> int:
+        return self.max_rows or self.max_batch
 
 
 def create_app(
@@ -54,7 +69,9 @@ def create_app(
         yield
         scheduler.close()  # after uvicorn's graceful wait: whatever still runs is cancelled
 
-    app = FastAPI(title="lmadapt serve", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="lmadapt serve", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.served, app.state.options, app.state.scheduler = served, options, scheduler
     app.state.slots = Slots(options.max_concurrent)
     key = Depends(KeyCheck(options.api_key))
@@ -67,10 +84,18 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
         )  # fmt: skip
     app.add_middleware(BodyLimit, limit=options.max_body)
+    app.add_middleware(  # outermost: a foreign Host or Origin is refused before the body is read
+        Guard, keyed=options.api_key is not None, allowed_hosts=options.allowed_hosts,
+        cors_origins=options.cors_origins,
+    )  # fmt: skip
 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
+
+    @app.get("/openapi.json", dependencies=[key], include_in_schema=False)
+    def openapi() -> JSONResponse:  # behind the key when one is set
+        return JSONResponse(app.openapi())
 
     @app.get("/v1/models", dependencies=[key])
     def models() -> dict:
@@ -87,7 +112,7 @@ def create_app(
 
     from .runs_api import add_runs_routes
 
-    add_runs_routes(app, key, options.runs_root)
+    add_runs_routes(app, key, options.runs_root, options.max_predict_rows)
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -171,21 +196,37 @@ def _check(app: FastAPI, body, chat: bool):
         raise ApiError(400, "stop: at most 4 stop strings", param="stop")
     if not chat and isinstance(body.prompt, list) and not body.prompt:
         raise ApiError(400, "prompt: an empty list", param="prompt")
+    texts = [m.content for m in body.messages] if chat else _prompt_list(body)
+    rows = (1 if chat else len(texts)) * body.n
+    if rows > options.row_cap:
+        raise ApiError(
+            400, f"this request asks for {rows} sequences (prompts x n); this server takes at most "
+            f"{options.row_cap} per request", param="n" if chat else "prompt", code="too_many_sequences",
+        )  # fmt: skip
+    chars = sum(len(t) for t in texts)
+    if chars > options.max_prompt_chars:
+        raise ApiError(
+            400, f"the prompt has {chars} characters; this server takes at most {options.max_prompt_chars}",
+            param="messages" if chat else "prompt", code="context_length_exceeded",
+        )  # fmt: skip
     return served, wanted, stop
+
+
+def _prompt_list(body) -> list[str]:
+    return body.prompt if isinstance(body.prompt, list) else [body.prompt]
 
 
 def _prompts(served, body, chat: bool) -> list[list[int]]:
     engine = served.engine
     if chat:
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        messages = [{"role": m.chat_role(), "content": m.content} for m in body.messages]
         try:
             return [engine.encode(messages)]
         except Exception as exc:  # a template that rejects this conversation (e.g. roles out of order)
             raise ApiError(
                 400, f"messages: the chat template cannot render them: {exc}", param="messages"
             ) from None
-    prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
-    return [engine.encode(p) for p in prompts]
+    return [engine.encode(p) for p in _prompt_list(body)]
 
 
 def _sequences(served, body, prompt_ids: list[list[int]], wanted, stop, cap: int):
@@ -213,11 +254,12 @@ def _sequences(served, body, prompt_ids: list[list[int]], wanted, stop, cap: int
 
 async def _complete(app: FastAPI, request: Request, body, chat: bool):
     served, wanted, stop = _check(app, body, chat)
-    cap = app.state.options.max_tokens
-    seqs = _sequences(served, body, _prompts(served, body, chat), wanted, stop, cap)
-    app.state.slots.take()
+    options = app.state.options
+    app.state.slots.take()  # before tokenizing: that is work too
     try:
-        run = _Run(app.state.scheduler, served, seqs)
+        prompt_ids = await run_in_threadpool(_prompts, served, body, chat)  # off the event loop
+        seqs = _sequences(served, body, prompt_ids, wanted, stop, options.max_tokens)
+        run = _Run(app.state.scheduler, served, seqs, options.request_timeout)
     except BaseException:
         app.state.slots.give()
         raise
@@ -228,15 +270,24 @@ async def _complete(app: FastAPI, request: Request, body, chat: bool):
     }
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _stream(app, request, run, meta, chat, include_usage, body.n)
-        return StreamingResponse(
-            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        release = _once(run.cancel, app.state.slots.give)  # the generator's end, or the response's
+        stream = _stream(run, request, meta, chat, include_usage, body.n, release)
+        headers = {"Cache-Control": "no-cache"}
+        return _TimedStream(
+            stream,
+            options.write_timeout,
+            run.deadline,
+            release,
+            media_type="text/event-stream",
+            headers=headers,
         )
     try:
         await run.wait(request)
     finally:
         run.cancel()
         app.state.slots.give()
+    if run.timed_out:
+        raise ApiError(504, run.timeout_message(), type="server_error", code="timeout")
     if run.error is not None:
         raise ApiError(500, f"generation failed: {run.error}", type="server_error")
     choices = []
@@ -259,10 +310,11 @@ def _usage(seqs, n: int) -> dict:
 class _Run:
     """One request's sequences on the scheduler; deltas arrive on an asyncio queue (index, text, finished)."""
 
-    def __init__(self, scheduler: Scheduler, served, seqs):
+    def __init__(self, scheduler: Scheduler, served, seqs, timeout: float):
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.seqs, self.error = seqs, None
+        self.timeout, self.deadline, self.timed_out = timeout, self.loop.time() + timeout, False
         self.index = {id(s): i for i, s in enumerate(seqs)}
         self.scheduler = scheduler
         try:
@@ -277,10 +329,18 @@ class _Run:
         self.error = exc
         self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
 
+    def timeout_message(self) -> str:
+        return f"generation stopped at this server's deadline of {self.timeout:g} s per request"
+
     async def events(self, request: Request):
-        """(index, text, finish_reason) until every sequence finished; stops early if the client left."""
+        """(index, text, finish_reason) until every sequence finished; stops early if the client left or the
+        deadline passed (then `timed_out` is set and the rows are cancelled)."""
         left = len(self.seqs)
         while left and self.error is None:
+            if self.loop.time() > self.deadline:
+                self.timed_out = True
+                self.cancel()
+                return
             try:
                 item = await asyncio.wait_for(self.queue.get(), timeout=0.5)
             except TimeoutError:
@@ -305,9 +365,18 @@ def _sse(obj) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(
-    app: FastAPI, request: Request, run: _Run, meta: dict, chat: bool, include_usage: bool, n: int
-):
+def _once(*actions):
+    """A callable that runs `actions` the first time it is called, and does nothing after."""
+    pending = list(actions)
+
+    def call() -> None:
+        while pending:
+            pending.pop(0)()
+
+    return call
+
+
+async def _stream(run: _Run, request: Request, meta: dict, chat: bool, include_usage: bool, n: int, release):
     """OpenAI's chunks: (chat) a role chunk per choice first, content deltas, a finish chunk per choice with
     its real finish_reason, the usage chunk when asked, then `data: [DONE]`. One id for every chunk."""
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -330,11 +399,39 @@ async def _stream(
                 yield chunk(index, text)
             if finish is not None:
                 yield chunk(index, finish=finish if finish in ("stop", "length") else "stop")
-        if run.error is not None:
+        if run.timed_out:
+            yield _sse(error_body(run.timeout_message(), type="server_error", code="timeout"))
+        elif run.error is not None:
             yield _sse(error_body(f"generation failed: {run.error}", type="server_error"))
         elif include_usage:
             yield _sse({**meta, "object": obj, "choices": [], "usage": _usage(run.seqs, n)})
         yield b"data: [DONE]\n\n"
     finally:  # finished, failed, or the client went away (the generator is closed): free the rows and slot
-        run.cancel()
-        app.state.slots.give()
+        release()
+
+
+class _TimedStream(StreamingResponse):
+    """A stream whose client stops reading (its socket buffers full, so a write waits) is cut after
+    `write_timeout` seconds, and no write waits past the request's deadline plus that grace: the generator
+    is closed, which cancels the rows and gives back the slot."""
+
+    def __init__(self, content, write_timeout: float, deadline: float, release, **kwargs):
+        super().__init__(content, **kwargs)
+        self.write_timeout, self.deadline, self.release = write_timeout, deadline, release
+
+    async def stream_response(self, send) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def timed(message) -> None:
+            limit = min(self.write_timeout, self.deadline + self.write_timeout - loop.time())
+            if limit <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(send(message), limit)
+
+        try:
+            await super().stream_response(timed)
+        except TimeoutError:
+            pass  # the connection is closed when the app returns with the response unfinished
+        finally:  # also when the generator never started (the client left at once)
+            self.release()
+            await self.body_iterator.aclose()

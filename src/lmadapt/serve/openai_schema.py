@@ -1,16 +1,19 @@
 """The OpenAI request bodies lmadapt serves, field by field; anything else in a request is a 400.
 
 Parameters OpenAI defines but lmadapt does not implement (logprobs, tools, response_format, ...) are named in
-UNSUPPORTED so the error says so, instead of being silently ignored; unknown fields are rejected like OpenAI's
-"Unrecognized request argument". `top_k` and `repetition_penalty` are extensions (vLLM and llama.cpp take
-them too).
+UNSUPPORTED so the error says so, instead of being silently ignored; their neutral values (the ones that would
+not change the answer: `tools: []`, `logprobs: false`, `parallel_tool_calls`, `metadata`, `store`, ...) are
+accepted, since common clients send them. Unknown fields are rejected like OpenAI's "Unrecognized request
+argument". Message content may be a string or a list of text parts (joined with a newline); image, audio and
+file parts are a 400. Role `developer` (OpenAI's newer name for system) is read as `system`. `top_k` and
+`repetition_penalty` are extensions (vLLM and llama.cpp take them too).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ChatMessage",
@@ -21,16 +24,16 @@ __all__ = [
     "error_body",
 ]
 
-# OpenAI parameters not implemented: a request that sets one (to anything but its "off" value) gets a 400.
+# OpenAI parameters not implemented: a request that sets one to anything but a value that leaves the answer as
+# it is gets a 400. (parallel_tool_calls, metadata, store, service_tier and user never change the answer.)
 UNSUPPORTED = {
     "logprobs": (None, False),
-    "top_logprobs": (None,),
+    "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
     "tools": (None, []),
-    "tool_choice": (None, "none"),
+    "tool_choice": (None, "none", "auto"),  # with no tools, "auto" is "none"
     "functions": (None, []),
     "function_call": (None, "none"),
-    "parallel_tool_calls": (None,),
     "response_format": (None, {"type": "text"}),
     "frequency_penalty": (None, 0, 0.0),
     "presence_penalty": (None, 0, 0.0),
@@ -42,9 +45,6 @@ UNSUPPORTED = {
     "prediction": (None,),
     "reasoning_effort": (None,),
     "web_search_options": (None,),
-    "service_tier": (None, "auto", "default"),
-    "store": (None, False),
-    "metadata": (None, {}),
 }
 
 
@@ -63,10 +63,34 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+TEXT_PARTS = {"text", "input_text"}
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=1_000_000)
-    name: str | None = None
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] = Field(
+        description="A string, or a list of text parts ({'type': 'text', 'text': ...}) joined by newlines."
+    )
+    name: str | None = Field(None, max_length=512)
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content):
+        """Text parts joined into one string; any other part (image_url, input_audio, file, ...) refused."""
+        if isinstance(content, str):
+            return content
+        texts = []
+        for i, part in enumerate(content):
+            kind = part.get("type")
+            if kind not in TEXT_PARTS:
+                raise ValueError(f"part {i} is of type {kind!r}: this server takes text parts only")
+            if not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
+                raise ValueError(f"part {i}: a text part is {{'type': 'text', 'text': '...'}}")
+            texts.append(part["text"])
+        return "\n".join(texts)
+
+    def chat_role(self) -> str:
+        return "system" if self.role == "developer" else self.role
 
 
 class _Sampling(_Strict):
@@ -101,16 +125,16 @@ class ChatRequest(_Sampling):
     tool_choice: str | dict | None = None
     functions: list[dict] | None = None
     function_call: str | dict | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool | None = None  # accepted: without tools it changes nothing
     response_format: dict | None = None
     audio: dict | None = None
     modalities: list[str] | None = None
     prediction: dict | None = None
     reasoning_effort: str | None = None
     web_search_options: dict | None = None
-    service_tier: str | None = None
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
+    service_tier: str | None = Field(None, max_length=64)  # accepted: scheduling, not the answer
+    store: bool | None = None  # accepted: nothing is stored here either way
+    metadata: dict[str, str] | None = Field(None, max_length=16)  # accepted: a label, not the answer
 
 
 class CompletionRequest(_Sampling):

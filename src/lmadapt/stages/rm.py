@@ -117,7 +117,10 @@ def start_run(recipe, resume: bool, features: dict, dropped: dict, template: str
     )
     for name, count in dropped.items():
         if count:
-            run_dir.log(f"{name}: {count} prompts left out (all answers tie: no pair to learn from)")
+            run_dir.log(
+                f"warning: {name}: {count} prompts left out (their answers tie or are the same text: no pair "
+                "to learn from)"
+            )
     return run_dir
 
 
@@ -125,7 +128,7 @@ def start_run(recipe, resume: bool, features: dict, dropped: dict, template: str
 def prepare_examples(splits: dict, tokenizer, template: str, max_length: int):
     """(records kept, features, dropped counts) per split. One feature per prompt: the token ids of each
     answer (prompt + answer, the prompt's start cut beyond max_length) and the scores that order them."""
-    from ..tasks.preference import pairs_of
+    from ..tasks.preference import pairs_of, same_answers
     from ..training.reward_model import encode_answer
 
     kept, features, dropped = {}, {}, {}
@@ -141,10 +144,11 @@ def prepare_examples(splits: dict, tokenizer, template: str, max_length: int):
             }
             for r in kept[name]
         ]
+    same = sum(same_answers(r) for r in splits["train"])
     if not features["train"]:
         raise DataError(
             f"data.train: stage rm needs training preferences; {dropped['train']} prompts were read, and none "
-            "has two answers of different rank"
+            f"has two different answers of different rank ({same} have the chosen answer equal to the rejected)"
         )
     return kept, features, dropped
 

@@ -130,9 +130,19 @@ def preference_records(records: Sequence[Mapping], cfg: PreferenceConfig) -> lis
 
 
 def pairs_of(record: Mapping) -> list[tuple[int, int]]:
-    """(better, worse) index pairs a normalised record implies: every i < j, except ties in its scores."""
-    k, scores = len(record["responses"]), record.get("scores")
-    return [(i, j) for i in range(k) for j in range(i + 1, k) if scores is None or scores[i] > scores[j]]
+    """(better, worse) index pairs a normalised record implies: every i < j, except ties in its scores and
+    two answers of the same text (nothing to learn from: the reward cannot tell them apart)."""
+    k, scores, answers = len(record["responses"]), record.get("scores"), record["responses"]
+    return [
+        (i, j) for i in range(k) for j in range(i + 1, k)
+        if (scores is None or scores[i] > scores[j]) and answers[i].strip() != answers[j].strip()
+    ]  # fmt: skip
+
+
+def same_answers(record: Mapping) -> bool:
+    """Whether two of the record's answers are the same text."""
+    texts = [a.strip() for a in record["responses"]]
+    return len(set(texts)) < len(texts)
 
 
 def prompt_messages(prompt: str | list[dict]) -> list[dict]:

@@ -1,4 +1,6 @@
 // lmadapt web UI: a client of the same OpenAI-compatible API (and /api routes), with the same key.
+// Data from the server (run names, metric names, model names, answers) goes into the page as text only
+// (textContent, DOM nodes): never innerHTML, so a crafted run folder cannot run script here.
 "use strict";
 const T = {
   en: {tab_chat: "Chat", tab_runs: "Runs", tab_predict: "Predict", api_key: "API key", model: "Model",
@@ -56,7 +58,7 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
 async function loadModels() {
   try {
     const data = await (await api("/v1/models")).json();
-    $("model").innerHTML = "";
+    $("model").replaceChildren();
     data.data.forEach((m) => $("model").add(new Option(m.id, m.id)));
     $("chat-error").textContent = "";
   } catch (e) { $("chat-error").textContent = e.message; }
@@ -64,7 +66,7 @@ async function loadModels() {
 
 function renderMessages() {
   const box = $("messages");
-  box.innerHTML = "";
+  box.replaceChildren();
   history.forEach((m) => {
     const div = document.createElement("div");
     div.className = "msg " + m.role;
@@ -153,7 +155,7 @@ async function loadRuns() {
     runsCache = await (await api("/api/runs")).json();
   } catch (e) { $("runs-error").textContent = e.message; return; }
   const body = $("run-table").querySelector("tbody");
-  body.innerHTML = "";
+  body.replaceChildren();
   if (!runsCache.runs.length) $("runs-error").textContent = t("no_runs");
   runsCache.runs.forEach((run) => {
     const tr = document.createElement("tr");
@@ -164,7 +166,7 @@ async function loadRuns() {
     body.append(tr);
   });
   const boards = $("boards");
-  boards.innerHTML = "";
+  boards.replaceChildren();
   for (const b of runsCache.leaderboards) {
     const div = document.createElement("div");
     const h = document.createElement("h3"); h.textContent = b.path || "."; div.append(h);
@@ -172,7 +174,11 @@ async function loadRuns() {
     const metric = b.board && b.board.metric;
     const table = document.createElement("table");
     table.className = "board";
-    table.innerHTML = "<tr><th>#</th><th>name</th><th>method</th><th>" + (metric || "") + "</th></tr>";
+    const head = document.createElement("tr");
+    ["#", "name", "method", metric || ""].forEach((v) => {
+      const th = document.createElement("th"); th.textContent = v; head.append(th);
+    });
+    table.append(head);
     rows.forEach((row, i) => {
       const tr = document.createElement("tr");
       [i + 1, row.name, row.method, typeof row[metric] === "number" ? row[metric].toFixed(3) : ""].forEach((v) => {
@@ -185,7 +191,7 @@ async function loadRuns() {
     boards.append(div);
   }
   const select = $("predict-run");
-  select.innerHTML = "";
+  select.replaceChildren();
   runsCache.runs.filter((r) => r.stage === "finetune").forEach((r) => select.add(new Option(r.path, r.path)));
 }
 
@@ -193,10 +199,10 @@ async function showRun(run) {
   $("run-detail").hidden = false;
   $("run-title").textContent = run.path;
   const plots = $("plots");
-  plots.innerHTML = "";
+  plots.replaceChildren();
   for (const p of run.plots) plots.append(await image(p, p));
   const table = $("metric-table");
-  table.innerHTML = "";
+  table.replaceChildren();
   Object.entries(run.final).forEach(([split, values]) => {
     Object.entries(values).forEach(([k, v]) => {
       const tr = document.createElement("tr");
@@ -221,7 +227,9 @@ async function predict() {
   try {
     const q = "run=" + encodeURIComponent($("predict-run").value) + "&filename=" + encodeURIComponent(file.name)
       + "&output=" + fmt;
-    const r = await api("/api/predict?" + q, {method: "POST", body: file});
+    // octet-stream: a type no page can send here cross-site without a CORS preflight (the server insists)
+    const r = await api("/api/predict?" + q, {method: "POST", body: file,
+                                              headers: {"Content-Type": "application/octet-stream"}});
     const blob = await r.blob();
     const link = $("predict-download");
     link.href = URL.createObjectURL(blob);
