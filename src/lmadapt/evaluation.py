@@ -76,8 +76,11 @@ def cost_record(
     }
 
 
-def write_results(run_dir: RunDir, evaluation: Evaluation, history: list[dict], cost: dict) -> None:
-    """predictions.jsonl, report.json and metrics.json (the run's results; status is written at commit)."""
+def write_results(
+    run_dir: RunDir, evaluation: Evaluation, history: list[dict], cost: dict, task: dict | None = None
+) -> None:
+    """predictions.jsonl, report.json and metrics.json (the run's results; status is written at commit);
+    `task`: what the task found in the data (the tag scheme...), metrics.json's `task`."""
     write_jsonl(run_dir / "predictions.jsonl", evaluation.predictions)
     write_json(run_dir / "report.json", evaluation.report)
-    run_dir.write_metrics(final=evaluation.final, history=history, cost=cost)
+    run_dir.write_metrics(final=evaluation.final, history=history, cost=cost, task=task)

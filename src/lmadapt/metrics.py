@@ -2,7 +2,8 @@
 
 Classification: accuracy, precision/recall/F1 (binary, macro, micro), per-class report, confusion matrix,
 all from scikit-learn (`zero_division=0`).
-Tagging: seqeval entity-level F1. Spans: exact match and token F1 (SQuAD-style normalisation).
+Tagging: seqeval entity-level F1 (entity schemes), or token accuracy and macro F1 (other tag sets).
+Spans: exact match and token F1 (SQuAD-style normalisation).
 Keywords: F1 between normalised keyword sets.
 """
 
@@ -20,6 +21,8 @@ __all__ = [
     "per_class_report",
     "confusion",
     "entity_metrics",
+    "token_metrics",
+    "flat_tags",
     "span_metrics",
     "exact_match",
     "token_f1",
@@ -128,6 +131,27 @@ def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
         "entity_recall": float(recall_score(gold, pred, zero_division=0)),
         "token_accuracy": float(accuracy_score(gold, pred)) if gold else 0.0,
     }
+
+
+def token_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Tags scored token by token (tag sets that mark no entities, e.g. part of speech): token accuracy, and
+    precision/recall/F1 macro-averaged over every tag in gold or prediction (a gold tag the model never
+    predicts, such as one its training data lacked, counts with F1 0)."""
+    flat_gold, flat_pred = flat_tags(gold, pred)
+    correct = sum(g == p for g, p in zip(flat_gold, flat_pred, strict=True))
+    out = {"token_accuracy": correct / len(flat_gold) if flat_gold else 0.0}
+    return out | _averaged(flat_gold, flat_pred, sorted(set(flat_gold) | set(flat_pred)), "macro")
+
+
+def flat_tags(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+    """All sequences' tags in one list each; every sequence must have as many predicted tags as gold ones."""
+    flat_gold, flat_pred = [], []
+    for g, p in zip(gold, pred, strict=True):
+        if len(g) != len(p):
+            raise ValueError(f"{len(g)} gold tags but {len(p)} predicted in one sequence")
+        flat_gold += g
+        flat_pred += p
+    return flat_gold, flat_pred
 
 
 def _normalize_answer(text: str) -> str:

@@ -4,7 +4,7 @@ Layout::
 
     RUN/status.json          {"status": "complete", ...}: written last, before the folder is moved into place
     RUN/config.yaml          the fully resolved recipe
-    RUN/metrics.json         {"final": {split: {metric: value}}, "history": [...], "cost": {...}}
+    RUN/metrics.json         {"final": {split: {metric: value}}, "history": [...], "cost": {...}, "task"?}
     RUN/predictions.jsonl    one record per test example (inputs' id, prediction, gold)
     RUN/log.txt              what the run printed
     RUN/model/ | adapter/    weights (safetensors), written by the method module
@@ -166,13 +166,19 @@ class RunDir:
         write_text(self.path / "config.yaml", recipe_to_yaml(recipe))
 
     def write_metrics(
-        self, final: dict[str, dict[str, Any]], history: list[dict], cost: dict[str, Any]
+        self,
+        final: dict[str, dict[str, Any]],
+        history: list[dict],
+        cost: dict[str, Any],
+        task: dict[str, Any] | None = None,
     ) -> None:
         """final: split -> metric -> value; cost: train_seconds, trainable_params, total_params, peak_rss_mb,
-        infer_examples_per_s (and anything else measured)."""
+        infer_examples_per_s (and anything else measured); task (only if any): what the task found in the
+        data, e.g. {"tag_scheme": "IOB2"}."""
         if not self.writer:
             return
-        write_json(self.path / "metrics.json", {"final": final, "history": history, "cost": cost})
+        metrics = {"final": final, "history": history, "cost": cost} | ({"task": task} if task else {})
+        write_json(self.path / "metrics.json", metrics)
 
     def log(self, message: str, echo: bool = True) -> None:
         """Append a line to log.txt (and echo it); ranks other than 0 say nothing."""

@@ -1,4 +1,5 @@
-"""`stage: finetune`: adapt a pretrained encoder to a classify / pair / tag / keywords / span task.
+"""`stage: finetune`: adapt a pretrained encoder to a classify / pair / tag / keywords / span task (tag and
+span on any backbone: where transformers has no head for a decoder, lmadapt.tasks.heads gives one).
 
 Reads top to bottom: data, model + method, run folder, train (Hugging Face `Trainer`, resumable), evaluate,
 save. The non-neural `method: tfidf` baseline is dispatched by `stages.run_stage`, not here.
@@ -46,8 +47,7 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     # --- run folder (only now: a bad recipe, data or model leaves nothing behind) ---------------------
     run_dir = RunDir.start(recipe, resume)
     run_dir.write_config(recipe)
-    run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    run_dir.log(f"method {recipe.method.type}: {trainable:,} of {total:,} parameters train")
+    findings = log_start(run_dir, recipe, task, splits, f"{trainable:,} of {total:,}")
     trainer = build_trainer(
         recipe, task, model, tokenizer, splits, encoded, collator, best_metric, run_dir / "checkpoints"
     )
@@ -72,7 +72,7 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
         train_seconds, len(splits["train"]), trainable, total, evaluation.examples_per_s,
         resumed_from_step=resumed_from,
     )  # fmt: skip
-    write_results(run_dir, evaluation, history, cost)
+    write_results(run_dir, evaluation, history, cost, task=findings)
     return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
 
 
@@ -92,6 +92,17 @@ def load_task_data(recipe, task) -> dict[str, list[dict]]:
     golds = [task.gold(r) for r in splits["train"][:2]]
     task.select(task.score(golds, golds), recipe.eval.metrics)  # an unknown eval.metrics fails now, not later
     return splits
+
+
+def log_start(run_dir, recipe, task, splits: dict[str, list[dict]], parameters: str) -> dict:
+    """Log the data, what the task found in it (tag scheme, unseen labels...) and the method; return the
+    findings (metrics.json's `task`)."""
+    run_dir.log(f"task {recipe.task.type}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    findings, notes = task.findings(splits)
+    for note in notes:
+        run_dir.log(note)
+    run_dir.log(f"method {recipe.method.type}: {parameters} parameters train")
+    return findings
 
 
 def check_labels_known(task, splits: dict[str, list[dict]], labels: list[str]) -> None:

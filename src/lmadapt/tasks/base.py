@@ -1,9 +1,11 @@
 """What every encoder task shares: the `Task` interface, features, model building and batched inference.
 
 A task turns records (validated dicts from `lmadapt.data.load_split`) into model features, names the
-`AutoModelFor*` head it needs, turns the head's per-feature outputs back into one prediction per record,
-and scores predictions against gold values. The finetune stage, the tfidf baseline and `predict` all go
-through these same functions, so training, evaluation and prediction cannot drift apart.
+`AutoModelFor*` head it needs (where transformers has none for an architecture, `build_model` puts
+lmadapt's own head from `tasks.heads` on the backbone), turns the head's per-feature outputs back into one
+prediction per record, and scores predictions against gold values. The finetune stage, the tfidf baseline
+and `predict` all go through these same functions, so training, evaluation and prediction cannot drift
+apart.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class Task:
         """Fix the label set (from the recipe, else from the training records) and return it."""
         return self.labels
 
+    def findings(self, splits: dict[str, list[dict]]) -> tuple[dict, list[str]]:
+        """What the task found in the data once its labels are fixed: facts for metrics.json's `task`, and
+        lines for the run log ("warning: ..." for what the user should look at). None by default."""
+        return {}, []
+
     def gold(self, record: dict) -> Any:
         raise NotImplementedError
 
@@ -113,6 +120,9 @@ def label_error(path: str, value: Any, labels: list[str]) -> RecipeError:
     return RecipeError(f"{path}: label {value!r} is not in the label set {labels}")
 
 
+TOKEN_LEVEL = ("token_cls", "span")  # task types whose head gives one output per token
+
+
 def build_model(model_cfg, task: Task, seed: int = 0):
     """The pretrained model with `task`'s head and its tokenizer.
 
@@ -132,17 +142,36 @@ def build_model(model_cfg, task: Task, seed: int = 0):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
     if not tokenizer.is_fast:
         raise RecipeError(f"model {model_cfg.name!r}: a fast tokenizer is needed (offsets and word ids)")
-    head_cls = getattr(transformers, task.head)
     torch.manual_seed(seed)
     with model_load_errors(model_cfg.name):
-        model = head_cls.from_pretrained(
+        model = head_class(task, path, common).from_pretrained(
             path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **common
         )
     if tokenizer.pad_token is None:  # decoder tokenizers: pad with EOS so batches can be padded
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if task.task_type in TOKEN_LEVEL:
+        # Per-token outputs are read from the start of each padded row (`run_inference`,
+        # `split_trainer_outputs`), and a decoder numbers positions from the row's start: both need right
+        # padding, which decoder tokenizers (Gemma 3's, left) do not always have.
+        tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def head_class(task: Task, path: str, common: dict):
+    """transformers' `AutoModelFor<Task>` class (`task.head`), or, where it has none for this architecture,
+    lmadapt's own head on the backbone's hidden states (lmadapt.tasks.heads)."""
+    import transformers
+
+    auto = getattr(transformers, task.head)
+    config = transformers.AutoConfig.from_pretrained(path, **common)
+    # `_model_mapping`: the config classes the Auto class serves; remote code names its own in `auto_map`
+    if type(config) in auto._model_mapping or task.head in (getattr(config, "auto_map", None) or {}):
+        return auto
+    from .heads import HEADS
+
+    return HEADS.get(task.task_type, auto)  # no head of ours for this task: the Auto class says why not
 
 
 def run_inference(model, features: list[dict], collator, batch_size: int = 32) -> list[np.ndarray]:

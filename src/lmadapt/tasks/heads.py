@@ -1,0 +1,164 @@
+"""Task heads for any backbone: token classification and span start/end on `AutoModel`'s hidden states.
+
+transformers has `AutoModelForTokenClassification` / `AutoModelForQuestionAnswering` classes for most encoders
+and many decoders, but not for every config (Gemma 3 text: "Unrecognized configuration class Gemma3TextConfig
+for this kind of AutoModel"). Only for those, `tasks.base.build_model` uses the classes here instead: the
+pretrained backbone, loaded by `AutoModel` (so any checkpoint layout transformers reads: a bare model or a
+`*ForCausalLM` one), plus one new linear layer on its last hidden states. They are `PreTrainedModel`s, so
+what works with a transformers head works with them: the Hugging Face `Trainer`; every method (the layer is
+named as transformers names it, `score` / `qa_outputs`, so the methods find the head and PEFT trains and saves
+it through `modules_to_save`); `save_pretrained` (safetensors) and `from_pretrained`, which reads a saved head
+back and, given a base checkpoint instead, puts a new head on it.
+
+A decoder sees only left context, so a word's tag (or an answer's start) is read from the words before it and
+itself, never the ones after. Bidirectional attention on the decoder (LLM2Vec-style: drop the causal mask,
+then adapt with masked next-token prediction) is a possible option for these tasks; it is not built.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, TokenClassifierOutput
+
+IGNORE = -100
+# forward arguments meant for the wrapper (or the Trainer's loss), not for the backbone
+NOT_FOR_BACKBONE = ("return_dict", "num_items_in_batch")
+
+
+class BackboneModel(PreTrainedModel):
+    """A pretrained backbone (`AutoModel`, under `.backbone`) that a subclass puts one task head on.
+
+    `config` is the backbone's own config (any model type), with the task's `num_labels`/`id2label` added.
+    """
+
+    config_class = PreTrainedConfig  # any architecture's: a saved one is read back with AutoConfig
+    base_model_prefix = "backbone"
+    # the wrapper allows every attention implementation; the backbone checks its own support when it is built
+    # (and a reload picks what AutoModel would for the backbone: see `from_pretrained`)
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = True
+
+    def __init__(self, config, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config)
+        self.supports_gradient_checkpointing = self.backbone.supports_gradient_checkpointing
+
+    @classmethod
+    def from_pretrained(cls, path, *args, config=None, **kwargs):
+        """A saved model of this class (its head included), or a base checkpoint with a new head.
+
+        For a base checkpoint, keyword arguments that are not loading options (`num_labels`, `id2label`, ...)
+        go into the backbone's config, as with transformers' `AutoModelFor*`.
+        """
+        if config is None:
+            options = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
+            config = AutoConfig.from_pretrained(path, **options)
+        if cls.__name__ not in (getattr(config, "architectures", None) or []):
+            return cls.from_backbone(path, *args, **kwargs)
+        backbone = AutoModel._model_mapping.get(type(config), None)  # the class AutoModel builds for it
+        if "attn_implementation" not in kwargs and backbone is not None and not backbone._supports_sdpa:
+            kwargs["attn_implementation"] = "eager"  # the default (SDPA) would be refused by the backbone
+        return super().from_pretrained(path, *args, config=config, **kwargs)
+
+    @classmethod
+    def from_backbone(cls, path, *args, **kwargs):
+        """The pretrained backbone at `path` and a new head, initialised as transformers initialises heads
+        (normal, std `initializer_range`; the caller seeds torch to make it reproducible)."""
+        backbone = AutoModel.from_pretrained(path, *args, **kwargs)
+        return cls(backbone.config, backbone)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.set_input_embeddings(value)
+
+    def new_head(self, n_outputs: int) -> nn.Linear:
+        """A linear layer from the backbone's hidden size, in the backbone's dtype."""
+        hidden = self.config.get_text_config().hidden_size
+        return nn.Linear(hidden, n_outputs, dtype=self.backbone.dtype)
+
+    def backbone_outputs(self, input_ids, attention_mask, inputs_embeds, kwargs: dict):
+        """The backbone's outputs; unset options (PEFT passes `output_attentions=None`...) are left out, and a
+        decoder keeps no cache (each batch is one full forward pass)."""
+        kwargs = {k: v for k, v in kwargs.items() if v is not None and k not in NOT_FOR_BACKBONE}
+        if getattr(self.config, "use_cache", None) is not None:
+            kwargs["use_cache"] = False
+        return self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+        )
+
+
+class BackboneForTokenClassification(BackboneModel):
+    """One label per token: dropout, then a linear layer on each token's last hidden state."""
+
+    def __init__(self, config, backbone: PreTrainedModel | None = None):
+        super().__init__(config, backbone)
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(0.1 if dropout is None else dropout)  # transformers' generic head's default
+        self.score = self.new_head(config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
+        outputs = self.backbone_outputs(input_ids, attention_mask, inputs_embeds, kwargs)
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:  # the mean over the labelled tokens (IGNORE marks the others)
+            loss = nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten().to(logits.device), ignore_index=IGNORE
+            )
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class BackboneForQuestionAnswering(BackboneModel):
+    """Extractive QA: a linear layer gives each token a start and an end score."""
+
+    def __init__(self, config, backbone: PreTrainedModel | None = None):
+        super().__init__(config, backbone)
+        self.qa_outputs = self.new_head(2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        **kwargs,
+    ):
+        outputs = self.backbone_outputs(input_ids, attention_mask, inputs_embeds, kwargs)
+        start_logits, end_logits = (
+            x.contiguous() for x in self.qa_outputs(outputs.last_hidden_state).unbind(-1)
+        )
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """Mean of the start and end cross-entropies; positions past the sequence are ignored (as transformers'
+    QA heads do)."""
+    length = start_logits.size(1)
+    starts = start_positions.to(start_logits.device).clamp(0, length)
+    ends = end_positions.to(end_logits.device).clamp(0, length)
+    start_loss = nn.functional.cross_entropy(start_logits.float(), starts, ignore_index=length)
+    end_loss = nn.functional.cross_entropy(end_logits.float(), ends, ignore_index=length)
+    return (start_loss + end_loss) / 2
+
+
+# task type (lmadapt.methods) -> the head used where transformers has no AutoModelFor<Task> for the config
+HEADS: dict[str, type[BackboneModel]] = {
+    "token_cls": BackboneForTokenClassification,
+    "span": BackboneForQuestionAnswering,
+}
