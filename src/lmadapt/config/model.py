@@ -8,7 +8,10 @@ from .base import Section
 
 
 class ModelConfig(Section):
-    name: str = Field(description="Catalog name (`lmadapt models list`), a local folder, or a Hub id.")
+    name: str = Field(
+        description="Catalog name (`lmadapt models list`), a local folder, a local .gguf file (dequantized "
+        "once into the cache), or a Hub id."
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights dtype when loading; training keeps fp32 master weights."
     )

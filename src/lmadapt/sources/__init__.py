@@ -3,6 +3,7 @@
 from lmadapt.sources import resolve_model, resolve_dataset
 resolve_model("minilm-l6")        # -> "~/.cache/lmadapt/models/minilm-l6" (pulled on first use)
 resolve_dataset("pubmed-mesh")    # -> folder with train/validation/test.jsonl + manifest.json
+resolve_model("~/llms/my.Q4_K_M.gguf")  # -> "~/.cache/lmadapt/models/gguf-<sha256>" (dequantized once)
 resolve_model("org/some-model")   # -> unchanged: a Hub id the Hub (or its local cache) has
 resolve_model("minilm-l7")        # -> SourceError: not in the catalog (did you mean 'minilm-l6'?), ...
 """

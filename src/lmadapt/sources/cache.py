@@ -3,6 +3,7 @@
 Layout::
 
     $LMADAPT_HOME/models/NAME/       a folder `from_pretrained` loads, plus manifest.json
+    $LMADAPT_HOME/models/gguf-SHA/   the same, converted from a local .gguf file whose sha256 is SHA
     $LMADAPT_HOME/datasets/NAME/     train/validation/test.jsonl plus manifest.json
     $LMADAPT_HOME/archives/FILE      downloaded package archives (sha256-checked), shared by entries
     $LMADAPT_HOME/.locks/            one lock file per entry, so two processes never build the same one

@@ -81,14 +81,18 @@ def gguf_to_safetensors(gguf: Path, out: Path) -> dict:
     weights are already plain fp32 tensors by then, so dropping the quantizer markers is all it takes.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf.parent), gguf.name
     with _offline():
         # (no local_files_only for the tokenizer: it would be saved into tokenizer_config.json)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=torch.float32, local_files_only=True
+        model = AutoModelForCausalLM.from_pretrained(  # dequantize: with the `kernels` package installed,
+            folder,  # transformers would otherwise keep the weights packed in GGUF blocks, unsaveable
+            gguf_file=name,
+            dtype=torch.float32,
+            local_files_only=True,
+            quantization_config=GgufConfig(dequantize=True),
         )
     model.hf_quantizer = None
     model.is_quantized = False

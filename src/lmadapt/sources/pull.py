@@ -22,6 +22,7 @@ from ..utils.io import sha256_file, write_json, write_jsonl
 from .cache import building, entry_dir, read_manifest
 from .catalog import DATASETS, MODELS, Artifact, Part, dataset_entry, model_entry
 from .fetch import FETCH_TIMEOUT, extract, fetch_archive, include_text, source_digest
+from .gguf_file import gguf_model, is_gguf_name
 from .hub import hub_problem
 from .splits import SPLIT_SEED, label_counts, split_records
 
@@ -131,13 +132,19 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Catalog name -> local folder (pulled on first use); a path -> itself; a Hub id -> unchanged.
+    """Catalog name -> local folder (pulled on first use); a .gguf file -> its fp32 safetensors folder in
+    the cache (converted on first use, keyed by the file's sha256: `gguf_file`); a folder -> itself; a Hub
+    id -> unchanged. Every command that takes a model name resolves it here.
 
-    Anything else (a typo, a missing folder, a Hub id the Hub does not have or cannot be reached for) is a
-    SourceError that says so and suggests the closest catalog name.
+    Anything else (a typo, a missing folder or .gguf file, a file that is not GGUF, a GGUF architecture
+    transformers cannot read, a Hub id the Hub does not have or cannot be reached for) is a SourceError that
+    says so and, for unknown names, suggests the closest catalog name.
     """
     if name_or_path in MODELS:
         return str(pull_model(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.is_file() or (is_gguf_name(name_or_path) and not path.exists()):
+        return str(gguf_model(path))
     return _pass_through(name_or_path, "model")
 
 
