@@ -6,6 +6,8 @@
 
 Greedy, sampling (temperature, top-p, top-k), beam search, repetition penalty, stop strings, batched generation
 with left padding (prompts sorted by length so batches pad little; results come back in input order).
+Encoder-decoder models (T5 family) take the same options: the prompt goes to the encoder and transformers'
+`generate` decodes (seq2seq.py); the continuous-batching loop of decode.py is for decoder-only models.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from pathlib import Path
 from ..errors import LmadaptError
 from ..templates import encode_text, render_prompt, resolve_template
 from .decode import Decoding, Sequence, run_sequences
-from .loading import load_causal_lm  # noqa: F401  (re-exported: the stages load through here)
+from .loading import (
+    is_encoder_decoder,
+    lm_task_type,
+    load_causal_lm,  # noqa: F401  (re-exported: the stages load through here)
+    load_lm,
+)
+from .seq2seq import generate_seq2seq
 
 __all__ = ["Engine", "load_engine", "load_causal_lm", "cut_at_stop"]
 
@@ -33,7 +41,7 @@ def cut_at_stop(text: str, stop: Seq[str] | None) -> str:
 
 
 class Engine:
-    """A causal LM, its tokenizer and the template used for chat messages."""
+    """A generative LM (decoder-only or encoder-decoder), its tokenizer and the template for chat messages."""
 
     def __init__(self, model, tokenizer, template: str = "auto"):
         self.model = model.eval()
@@ -49,11 +57,19 @@ class Engine:
         limits = [x for x in found if isinstance(x, int) and 0 < x < 10**7]  # tokenizers use 1e30 for "none"
         return min(limits) if limits else 2048
 
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder model (T5 family): prompts are encoder inputs, decoded by `generate`."""
+        return is_encoder_decoder(self.model)
+
     def prompt_text(self, prompt: str | Seq[dict]) -> str:
         """The text the model continues: a string verbatim, messages through the template."""
         return prompt if isinstance(prompt, str) else render_prompt(self.tokenizer, prompt, self.template)
 
     def encode(self, prompt: str | Seq[dict]) -> list[int]:
+        """Prompt token ids; an encoder's input as its tokenizer encodes a source text (T5's end with </s>)."""
+        if self.is_seq2seq:
+            return self.tokenizer(self.prompt_text(prompt))["input_ids"]
         return encode_text(self.tokenizer, self.prompt_text(prompt))
 
     def generate(
@@ -80,6 +96,13 @@ class Engine:
             raise LmadaptError("temperature must be > 0 when sampling (use do_sample=False for greedy)")
         encoded = [self.encode(p) for p in prompts]
         stop = [s for s in stop or () if s]
+        if self.is_seq2seq:
+            return generate_seq2seq(
+                self.model, self.tokenizer, encoded, self.eos_ids, max_new_tokens=max_new_tokens,
+                do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
+                repetition_penalty=repetition_penalty, stop=stop, batch_size=batch_size, seed=seed,
+                stopping=_stop_criteria(self.tokenizer, stop) if stop else None,
+            )  # fmt: skip
         if num_beams > 1:
             return self._beam_search(encoded, max_new_tokens, num_beams, repetition_penalty, stop, batch_size)
         decodings = [
@@ -107,7 +130,13 @@ class Engine:
     def sequence(self, prompt_ids: list[int], decoding: Decoding) -> Sequence:
         """A Sequence for this engine's model: its EOS ids (the chat template's end-of-turn included).
 
-        An empty prompt (a tokenizer without BOS given "") starts from the BOS/EOS token: the model needs one."""
+        An empty prompt (a tokenizer without BOS given "") starts from the BOS/EOS token: the model needs one.
+        Decoder-only: an encoder-decoder model decodes through `generate` only."""
+        if self.is_seq2seq:
+            raise LmadaptError(
+                f"an encoder-decoder ({self.model.config.model_type}) model cannot join the decoder-only "
+                "continuous batch; use Engine.generate"
+            )
         if not prompt_ids:
             start = self.tokenizer.bos_token_id
             prompt_ids = [start if start is not None else self.tokenizer.eos_token_id]
@@ -202,20 +231,21 @@ def load_run(run_dir: str | Path, trust_remote_code: bool = False):
         raise LmadaptError(
             f"{run_dir}: a {recipe.stage} run; generation needs an sft, ppo, dpo or grpo run (or a model folder)"
         )
-    model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
+    model, tokenizer = load_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
     if (run_dir / "model").is_dir() or (run_dir / "adapter").is_dir():  # else a zero-shot run: base model
-        model = load_trained(model, recipe.method, run_dir, "causal_lm")
+        model = load_trained(model, recipe.method, run_dir, lm_task_type(model))
     return model, tokenizer, getattr(recipe.task, "template", "auto")
 
 
 def load_engine(model_or_run: str, template: str | None = None, trust_remote_code: bool = False) -> Engine:
-    """An Engine for a catalog name, model folder, Hub id, or sft run folder (base model + trained weights)."""
+    """An Engine for a catalog name, model folder, Hub id, or sft run folder (base model + trained weights);
+    decoder-only or encoder-decoder as the model's config says."""
     from ..runs import staging_path
 
     if is_run_dir(model_or_run) or staging_path(model_or_run).is_dir():
         model, tokenizer, run_template = load_run(model_or_run, trust_remote_code)
         return Engine(model, tokenizer, template or run_template)
-    model, tokenizer = load_causal_lm(str(model_or_run), trust_remote_code=trust_remote_code)
+    model, tokenizer = load_lm(str(model_or_run), trust_remote_code=trust_remote_code)
     saved = (
         Path(str(model_or_run)) / "lmadapt_template.txt"
     )  # written by `lmadapt export` for named templates

@@ -5,7 +5,7 @@
     save_trained(model, recipe.method, run_dir)                 # run_dir/model/ or run_dir/adapter/
     model = load_trained(fresh_base_model, recipe.method, run_dir, "seq_cls")
 
-Task types: "seq_cls", "token_cls", "span", "causal_lm", "masked_lm".
+Task types: "seq_cls", "token_cls", "span", "causal_lm", "masked_lm", "seq2seq_lm" (encoder-decoder LMs).
 
 One module per method, registered once, in `MODULES`. The module defines its recipe section (`CONFIG`, a
 Section selected by `type: <module name>`) and, for a neural method, `METHOD` (how to apply, save and reload
@@ -79,7 +79,8 @@ def check_method(method_cfg, task_type: str) -> Method:
         raise RecipeError(f"unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}")
     method = _lookup(method_cfg)
     if task_type not in method.tasks:
-        why = method.why_not.get(task_type, "not supported")
+        able = [name for name, m in METHODS.items() if task_type in m.tasks]
+        why = method.why_not.get(task_type, f"not supported (methods that are: {', '.join(able)})")
         raise RecipeError(f"method '{method.name}' cannot be used for {task_type}: {why}")
     return method
 

@@ -15,9 +15,9 @@ from ..errors import RecipeError
 if TYPE_CHECKING:
     from torch import nn
 
-TASK_TYPES = ("seq_cls", "token_cls", "span", "causal_lm", "masked_lm")
+TASK_TYPES = ("seq_cls", "token_cls", "span", "causal_lm", "masked_lm", "seq2seq_lm")
 ENCODER_TASKS = frozenset({"seq_cls", "token_cls", "span"})
-LM_TASKS = frozenset({"causal_lm", "masked_lm"})
+LM_TASKS = frozenset({"causal_lm", "masked_lm", "seq2seq_lm"})
 
 # Names Hugging Face gives the task head of each *ForXxx class (BERT/RoBERTa: classifier, Llama: score).
 HEAD_NAMES = {
@@ -26,6 +26,7 @@ HEAD_NAMES = {
     "span": ("qa_outputs",),
     "causal_lm": (),
     "masked_lm": (),
+    "seq2seq_lm": (),
 }
 # The last normalisation of decoder stacks (Llama/Mistral: norm, OPT: final_layer_norm, GPT-2: ln_f).
 FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "final_layernorm")

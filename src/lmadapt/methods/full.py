@@ -27,6 +27,6 @@ METHOD = Method(
     name="full",
     apply=apply,
     storage="full",
-    tasks=frozenset({"seq_cls", "token_cls", "span", "causal_lm", "masked_lm"}),
+    tasks=frozenset({"seq_cls", "token_cls", "span", "causal_lm", "masked_lm", "seq2seq_lm"}),
     why_not={},
 )

@@ -52,6 +52,6 @@ METHOD = Method(
     name="lora",
     apply=apply,
     storage="peft",
-    tasks=frozenset({"seq_cls", "token_cls", "span", "causal_lm", "masked_lm"}),
+    tasks=frozenset({"seq_cls", "token_cls", "span", "causal_lm", "masked_lm", "seq2seq_lm"}),
     why_not={},
 )

@@ -17,6 +17,7 @@ PEFT_TASK_TYPES = {  # our task type -> the name of PEFT's TaskType
     "span": "QUESTION_ANS",
     "causal_lm": "CAUSAL_LM",
     "masked_lm": None,  # PEFT has no masked-LM task class; the plain PeftModel passes calls through
+    "seq2seq_lm": "SEQ_2_SEQ_LM",  # encoder-decoder models (T5 family)
 }
 
 

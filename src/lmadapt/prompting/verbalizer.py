@@ -38,6 +38,11 @@ def load_lm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool =
     path = resolve_model(name_or_path)
     with model_load_errors(name_or_path):  # a folder that is not a model: a clear error, no traceback
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if getattr(config, "is_encoder_decoder", False):
+            raise RecipeError(
+                f"prompt.mode verbalizer: {name_or_path!r} is an encoder-decoder ({config.model_type}) model, "
+                "which has no next-token or [MASK] head to score; use mode zero_shot, few_shot or cot"
+            )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         masked = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and tokenizer.mask_token is not None
         auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM

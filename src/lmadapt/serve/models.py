@@ -4,6 +4,8 @@
 of runs a and b over that same base, loaded once (PEFT multi-adapter: the adapter is switched per batch).
 `NAME=SPEC` picks a name; otherwise a run is named by its folder, a model by what was given (a folder by its
 last part). A request's `model` is looked up in this set only, so no request can name a file on the server.
+Encoder-decoder models (T5 family) are refused: the server's continuous batching is decoder-only (they are
+served by `lmadapt generate` / `chat`, whose engine decodes them through transformers' `generate`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..infer.engine import Engine, is_run_dir, load_causal_lm, load_engine
+from ..infer.engine import Engine, is_run_dir, load_engine
+from ..infer.loading import is_encoder_decoder, load_lm
 from ..infer.scheduler import Target
 from .security import ServeError
 
@@ -87,11 +90,13 @@ def load_served(
         base_name = recipe.model.name if kind == "adapter" else where
         if kind == "run" or (kind == "model" and base_name not in adapter_bases):
             engine = load_engine(where, trust_remote_code=trust_remote_code)
+            refuse_seq2seq(name, where, engine.model)
             engine.model.to(getattr(torch, dtype))
             served[name] = Served(name, kind, where, Target(name, engine))
             continue
         if base_name not in shared:
-            shared[base_name] = [None, *load_causal_lm(base_name, dtype, trust_remote_code)]
+            shared[base_name] = [None, *load_lm(base_name, dtype, trust_remote_code)]
+            refuse_seq2seq(name, base_name, shared[base_name][1])
         group = shared[base_name]
         if kind == "adapter":
             group[0] = _add_adapter(group[0], group[1], Path(where) / "adapter", name)
@@ -104,6 +109,15 @@ def load_served(
         target = Target(name, engine, _switch(peft, name if kind == "adapter" else None))
         served[name] = Served(name, kind, where, target)
     return {name: served[name] for name, *_ in plan}
+
+
+def refuse_seq2seq(name: str, where: str, model) -> None:
+    """An encoder-decoder model cannot join the server's decoder-only continuous batch: a ServeError."""
+    if is_encoder_decoder(model):
+        raise ServeError(
+            f"{name} ({where}): an encoder-decoder ({model.config.model_type}) model; lmadapt serve decodes "
+            "decoder-only (causal) models only. Use `lmadapt generate` or `lmadapt chat` for it"
+        )
 
 
 def _add_adapter(peft, base, folder: Path, name: str):

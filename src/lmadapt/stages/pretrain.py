@@ -3,11 +3,13 @@
 Reads top to bottom: read the documents (data.train for training, data.eval held out; data.test is not
 read), load the model with the objective's head (a head the checkpoint lacks starts fresh, seeded, and the
 log names its parameters; they train whatever the method), build the examples (clm: EOS-joined blocks;
-mlm: [CLS] block [SEP]; nsp / mlm+nsp: sentence pairs), apply the method, measure the held-out metrics,
-train (Hugging Face `Trainer`, resumable; masks drawn per batch), measure again, save.
+mlm: [CLS] block [SEP]; nsp / mlm+nsp: sentence pairs; span_corruption: blocks of max_length - 1 tokens,
+for encoder-decoder models of the T5 family only), apply the method, measure the held-out metrics, train
+(Hugging Face `Trainer`, resumable; masks and dropped spans drawn per batch), measure again, save.
 
 The run folder's `model/` is always a whole model that plain transformers loads (`AutoModelForMaskedLM`,
-`AutoModelForNextSentencePrediction`, `AutoModelForPreTraining`, `AutoModelForCausalLM`), LoRA merged in,
+`AutoModelForNextSentencePrediction`, `AutoModelForPreTraining`, `AutoModelForCausalLM`,
+`AutoModelForSeq2SeqLM`), LoRA merged in,
 with its tokenizer; checkpoint tensors the objective's model does not hold (BERT's pooler) are copied in
 unchanged, so `model: RUN/model` in a finetune recipe starts from the adapted encoder and the original pooler.
 """
@@ -27,6 +29,7 @@ HEADS = {
     "mlm": ("AutoModelForMaskedLM", "masked_lm"),
     "nsp": ("AutoModelForNextSentencePrediction", "masked_lm"),
     "mlm+nsp": ("AutoModelForPreTraining", "masked_lm"),
+    "span_corruption": ("AutoModelForSeq2SeqLM", "seq2seq_lm"),
 }
 
 
@@ -121,6 +124,8 @@ def load_model(model_cfg, task, seed: int):
         common["revision"] = model_cfg.revision
     with model_load_errors(model_cfg.name):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
+        config = transformers.AutoConfig.from_pretrained(path, **common)
+    check_model_kind(config, task.objective, model_cfg.name)
     check_tokenizer(tokenizer, task.objective, model_cfg.name)
     torch.manual_seed(seed)  # fresh heads start from the recipe's seed
     head = getattr(transformers, HEADS[task.objective][0])
@@ -139,10 +144,27 @@ def load_model(model_cfg, task, seed: int):
     return model, tokenizer, fresh, (Path(path), sorted(info["unexpected_keys"]))
 
 
+def check_model_kind(config, objective: str, name: str) -> None:
+    """span_corruption is for encoder-decoder models, and encoder-decoder models take only it."""
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    if objective == "span_corruption" and not seq2seq:
+        raise RecipeError(
+            f"task.objective span_corruption: {name!r} is a {config.model_type} model, not an encoder-decoder "
+            "(T5 family); span corruption trains an encoder-decoder. Use objective clm for a decoder-only "
+            "model, mlm for an encoder"
+        )
+    if objective != "span_corruption" and seq2seq:
+        raise RecipeError(
+            f"task.objective {objective}: {name!r} is an encoder-decoder ({config.model_type}) model; "
+            "pretrain it with objective span_corruption"
+        )
+
+
 def check_tokenizer(tokenizer, objective: str, name: str) -> None:
     """The special tokens the objective's examples are built with must exist."""
     needs = {"clm": ["eos_token"], "mlm": ["cls_token", "sep_token", "mask_token"]}
     needs |= {"nsp": ["cls_token", "sep_token"], "mlm+nsp": needs["mlm"]}
+    needs["span_corruption"] = ["eos_token", "pad_token"]
     missing = [t for t in needs[objective] if getattr(tokenizer, t, None) is None]
     if missing:
         raise RecipeError(
@@ -170,7 +192,9 @@ def build_examples(texts, tokenizer, task, max_length: int, seed: int) -> dict[s
 
     out = {}
     for name, docs in texts.items():
-        if task.objective == "clm":
+        if task.objective == "span_corruption":
+            out[name] = span_blocks(tokenize_documents(docs, tokenizer), tokenizer, task, max_length)
+        elif task.objective == "clm":
             out[name] = clm_blocks(
                 tokenize_documents(docs, tokenizer), tokenizer.eos_token_id, max_length, task.pack
             )
@@ -192,6 +216,28 @@ def build_examples(texts, tokenizer, task, max_length: int, seed: int) -> dict[s
     if not out["train"]:
         raise DataError("data.train: no training examples could be built from the text")
     return out
+
+
+def span_blocks(docs: list[dict], tokenizer, task, max_length: int) -> list[dict]:
+    """span_corruption: EOS-joined blocks of max_length - 1 tokens (the input adds EOS, and each dropped span
+    becomes one sentinel: it never grows); checks the tokenizer has a sentinel for every span."""
+    from ..data.corpus import clm_blocks
+    from ..training.seq2seq import noise_counts, sentinel_ids
+
+    if not docs:
+        return []
+    sentinel_ids(tokenizer, noise_counts(max_length - 1, task.noise_density, task.mean_span_length)[1])
+    blocks = clm_blocks(docs, tokenizer.eos_token_id, max_length - 1, task.pack)
+    return [{"input_ids": b["input_ids"]} for b in blocks if len(b["input_ids"]) >= 2]
+
+
+def span_corrupter(task, tokenizer, max_length: int, seed: int | None = None):
+    """The recipe's span corruption (noise density, mean span length); `seed`: its own generator."""
+    from ..training.seq2seq import SpanCorrupter, noise_counts, sentinel_ids
+
+    spans = noise_counts(max_length - 1, task.noise_density, task.mean_span_length)[1]
+    sentinels = sentinel_ids(tokenizer, spans)
+    return SpanCorrupter(tokenizer, sentinels, task.noise_density, task.mean_span_length, seed)
 
 
 UNKNOWN_WARNING = 0.05  # a share of [UNK] tokens above which the log says the vocabulary does not fit
@@ -260,9 +306,12 @@ def held_out_measure(task, tokenizer, features: list[dict], cfg):
     """measure(model, when, log) -> the held-out metrics, keys suffixed `_before` when `when` is before.
     Masked-LM examples are masked once here (seeded), so before and after see the same positions."""
     from ..training.pretraining import LmCollator, fix_masks, lm_metrics, pseudo_perplexity
+    from ..training.seq2seq import corrupt_once
 
     plain = LmCollator(tokenizer)
     scored = fix_masks(features, masker(task, tokenizer, cfg.seed)) if task.masked else features
+    if task.objective == "span_corruption":
+        scored = corrupt_once(features, span_corrupter(task, tokenizer, cfg.max_length, cfg.seed))
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     sample = features[: task.pseudo_perplexity_examples] if task.masked else []
 
@@ -297,12 +346,21 @@ def build_trainer(recipe, model, tokenizer, examples: dict, run_dir: RunDir):
     eval.every on held-out examples masked once."""
     from ..training.arguments import training_arguments
     from ..training.pretraining import LmCollator, PretrainTrainer, fix_masks
+    from ..training.seq2seq import corrupt_once
 
     task, cfg = recipe.task, recipe.train
     evals = examples["eval"]
+    spans = task.objective == "span_corruption"
     if task.masked and evals:
         evals = fix_masks(evals, masker(task, tokenizer, cfg.seed))
-    labels = {"clm": ["labels"], "mlm": ["labels"], "nsp": ["next_sentence_label"]}
+    if spans and evals:
+        evals = corrupt_once(evals, span_corrupter(task, tokenizer, cfg.max_length, cfg.seed))
+    labels = {
+        "clm": ["labels"],
+        "mlm": ["labels"],
+        "nsp": ["next_sentence_label"],
+        "span_corruption": ["labels"],
+    }
     args = training_arguments(
         cfg, str(run_dir / "checkpoints"), eval_every=recipe.eval.every, has_eval=bool(evals),
         eval_batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, grouped=cfg.group_by_length,
@@ -317,6 +375,7 @@ def build_trainer(recipe, model, tokenizer, examples: dict, run_dir: RunDir):
         eval_dataset=[{k: v for k, v in f.items() if k != "word_start"} for f in evals] or None,
         processing_class=tokenizer,
         masker=masker(task, tokenizer) if task.masked else None,
+        corrupter=span_corrupter(task, tokenizer, cfg.max_length) if spans else None,
     )
 
 

@@ -10,6 +10,10 @@ packs the whole training set into max_length rows, `batch` packs each batch's ow
 and same loss as unpacked, less padding). Speed levers (docs/performance.md): bf16 autocast with frozen
 linear weights stored in bf16 while training, and the chunked loss that never builds full-vocabulary logits.
 With no `data.train` split the stage trains nothing and evaluates the model as it is (zero-shot baseline).
+
+Encoder-decoder models (T5 family, `AutoModelForSeq2SeqLM`): the prompt (the rendered messages before the last
+assistant turn) is the encoder's input, that answer the decoder's labels; batches are padded (no packing),
+the model computes its own loss, and methods full and lora apply (PEFT task type SEQ_2_SEQ_LM).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from ..errors import DataError, RecipeError
 from ..evaluation import cost_record
 from ..runs import RunDir, timer
-from ..templates import IGNORE, encode_chat, fit_fields, resolve_template, to_messages
+from ..templates import IGNORE, encode_chat, fit_fields, render_prompt, resolve_template, to_messages
 from ..utils import distributed
 from ..utils.io import write_jsonl
 from ..utils.seed import seed_everything
@@ -28,7 +32,8 @@ from ..utils.seed import seed_everything
 def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     """Train and evaluate; `callbacks` are extra `TrainerCallback`s (the benchmark's step timer);
     `resume` continues the interrupted run of this recipe from its last verified checkpoint."""
-    from ..infer.engine import Engine, load_causal_lm
+    from ..infer.engine import Engine
+    from ..infer.loading import is_encoder_decoder
     from ..methods import check_method, save_trained
     from ..plots import save_plots
     from ..training.progress import history_from, run_callbacks
@@ -36,17 +41,16 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     task, cfg = recipe.task, recipe.train
     if task.type not in ("sft", "generate"):
         raise RecipeError(f"stage sft: task type {task.type!r} is not supported; use sft or generate")
-    method = check_method(recipe.method, "causal_lm")
+    check_method(recipe.method, "causal_lm")  # a bad method fails before any loading
     _set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
 
     # --- data, model, examples ------------------------------------------------------------------------
     splits = load_records(recipe)
-    model, tokenizer = load_causal_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    template = resolve_template(tokenizer, task.template)
-    splits, features, counts = prepare_examples(splits, task, tokenizer, template, cfg.max_length)
+    model, tokenizer, method, template = load_model(recipe)
+    splits, features, counts = prepare_examples(
+        splits, task, tokenizer, template, cfg.max_length, is_encoder_decoder(model)
+    )
     training = bool(features["train"])
 
     # --- run folder (only now: a bad recipe, data or model leaves nothing behind), method ------------
@@ -87,6 +91,19 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
     return run_dir.commit(keep_checkpoints=cfg.save_every is not None)
 
 
+def load_model(recipe):
+    """(model, tokenizer, method, template): a decoder-only or encoder-decoder LM, the method checked for
+    its kind (an encoder-decoder model takes full or lora), the chat template its prompts are rendered with."""
+    from ..infer.loading import lm_task_type, load_lm
+    from ..methods import check_method
+
+    model, tokenizer = load_lm(recipe.model.name, recipe.model.dtype, recipe.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    method = check_method(recipe.method, lm_task_type(model))
+    return model, tokenizer, method, resolve_template(tokenizer, recipe.task.template)
+
+
 def start_run(recipe, resume: bool, splits: dict, counts: dict) -> RunDir:
     run_dir = RunDir.start(recipe, resume)
     run_dir.write_config(recipe)
@@ -118,10 +135,11 @@ def fit_report(counts: dict, task_type: str, max_length: int) -> list[str]:
 
 def adapt(model, method_cfg, training: bool, template: str, run_dir: RunDir):
     """Apply the method when there is something to train; (model, trainable params, total params)."""
+    from ..infer.loading import lm_task_type
     from ..methods import apply_method, count_parameters
 
     if training:
-        model = apply_method(model, method_cfg, "causal_lm")
+        model = apply_method(model, method_cfg, lm_task_type(model))
     trainable, total = count_parameters(model)
     run_dir.log(
         f"template {template}; method {method_cfg.type}: {trainable:,} of {total:,} parameters train"
@@ -131,23 +149,24 @@ def adapt(model, method_cfg, training: bool, template: str, run_dir: RunDir):
     return model, (trainable if training else 0), total
 
 
-def prepare_examples(splits, task, tokenizer, template: str, max_length: int):
+def prepare_examples(splits, task, tokenizer, template: str, max_length: int, seq2seq: bool = False):
     """(records, tokenized examples, counts) per split. Input fields are cut first so that instruction +
     input + answer fit max_length (never the instruction or the answer); counts per split: cut, too_long
     (not even without input), dropped. Stops when every training example is dropped: it never falls back to
-    the untrained model."""
+    the untrained model. `seq2seq`: encoder-decoder examples (the encoder's input must fit max_length, and
+    the answer, apart)."""
+    length = (seq2seq_length if seq2seq else example_length)(task, tokenizer, template)
+    build = build_seq2seq_examples if seq2seq else build_examples
     fitted = {
-        n: [fit_record(r, task, tokenizer, template, max_length) for r in rs] for n, rs in splits.items()
+        n: [fit_fields(r, input_fields(task), tokenizer, length, max_length) for r in rs]
+        for n, rs in splits.items()
     }
     splits = {n: [r for r, _ in rs] for n, rs in fitted.items()}
-    built = {name: build_examples(rs, tokenizer, template, max_length, task) for name, rs in splits.items()}
+    built = {name: build(rs, tokenizer, template, max_length, task) for name, rs in splits.items()}
     features = {name: f for name, (f, _) in built.items()}
     if splits["train"] and not features["train"]:
         blank = dict.fromkeys(input_fields(task), "")
-        bare = min(
-            len(encode_chat(tokenizer, record_messages(r | blank, task), template)[0])
-            for r in splits["train"]
-        )
+        bare = min(length(r | blank) for r in splits["train"])
         raise DataError(
             f"data.train: all {len(splits['train'])} training examples were dropped: none fits "
             f"train.max_length={max_length} even with its input cut (the shortest instruction + answer "
@@ -165,18 +184,23 @@ def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: Run
     """The causal-LM Trainer: packing per `train.packing`, the chunked loss unless the method injects inputs."""
     import torch
 
+    from ..infer.loading import is_encoder_decoder
     from ..training.arguments import training_arguments
+    from ..training.seq2seq import Seq2SeqCollator
     from ..training.trainer import CausalLMTrainer
 
     cfg = recipe.train
-    rows = cfg.packing == "rows"
+    seq2seq = is_encoder_decoder(model)
+    packing = "off" if seq2seq else cfg.packing  # encoder-decoder batches are padded: no packing
+    rows = packing == "rows"
     train_rows = pack_examples(features["train"], cfg.max_length) if rows else features["train"]
     if rows and train_rows:
         real = sum(len(f["input_ids"]) for f in features["train"])
         run_dir.log(f"packing: {len(features['train'])} examples into {len(train_rows)} rows ({real} tokens)")
-    loss_chunk = cfg.loss_chunk if cfg.chunked_loss and not method.injects_inputs else None
+    loss_chunk = cfg.loss_chunk if cfg.chunked_loss and not method.injects_inputs and not seq2seq else None
     run_dir.log(
-        f"speed: packing {cfg.packing}, bf16 {cfg.bf16} (frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
+        f"speed: packing {packing}{' (encoder-decoder)' * seq2seq}, bf16 {cfg.bf16} "
+        f"(frozen weights bf16: {cfg.bf16 and cfg.bf16_frozen}), "
         f"chunked loss {loss_chunk or 'off'}, compile {cfg.compile}, threads {torch.get_num_threads()}"
     )
     args = training_arguments(
@@ -186,10 +210,13 @@ def build_trainer(recipe, method, model, tokenizer, features: dict, run_dir: Run
         ddp_find_unused_parameters=False,  # every trainable parameter is in every step's graph: skip DDP's search
     )  # fmt: skip
     model.config.use_cache = False  # a KV cache would switch off transformers' packed-sequence masking
-    return CausalLMTrainer(
+    pack_width = cfg.max_length if packing == "batch" else None
+    return CausalLMTrainer(  # with loss_chunk None (encoder-decoder models): the model's own loss
         model=model,
         args=args,
-        data_collator=SftCollator(tokenizer.pad_token_id, cfg.max_length if cfg.packing == "batch" else None),
+        data_collator=Seq2SeqCollator(tokenizer.pad_token_id)
+        if seq2seq
+        else SftCollator(tokenizer.pad_token_id, pack_width),
         train_dataset=train_rows or None,
         eval_dataset=features["eval"] or None,
         processing_class=tokenizer,
@@ -298,8 +325,28 @@ def record_messages(record: dict, task) -> list[dict]:
 def fit_record(record: dict, task, tokenizer, template: str, max_length: int) -> tuple[dict, str]:
     """(record, status): its input fields (generate: task.text; sft: an Alpaca `input`) cut, last first, so
     that the whole example fits `max_length` tokens; status "fits", "cut" or "too_long" (templates.fit_fields)."""
-    length = lambda r: len(encode_chat(tokenizer, record_messages(r, task), template)[0])  # noqa: E731
+    length = example_length(task, tokenizer, template)
     return fit_fields(record, input_fields(task), tokenizer, length, max_length)
+
+
+def example_length(task, tokenizer, template: str):
+    """record -> its token count as a decoder-only example (prompt + answer)."""
+    return lambda r: len(encode_chat(tokenizer, record_messages(r, task), template)[0])
+
+
+def seq2seq_length(task, tokenizer, template: str):
+    """record -> its encoder-decoder example's longer side: the encoder's input or the answer."""
+    from ..training.seq2seq import source_ids, split_last_answer, target_ids
+
+    def length(record) -> int:
+        split = split_last_answer(record_messages(record, task))
+        if split is None:
+            return 0
+        prompt, answer = split
+        source = source_ids(tokenizer, render_prompt(tokenizer, prompt, template))
+        return max(len(source), len(target_ids(tokenizer, answer)))
+
+    return length
 
 
 def input_fields(task) -> list[str]:
@@ -322,6 +369,25 @@ def build_examples(records, tokenizer, template: str, max_length: int, task) -> 
             dropped += 1
             continue
         features.append({"input_ids": ids, "labels": labels})
+    return features, dropped
+
+
+def build_seq2seq_examples(
+    records, tokenizer, template: str, max_length: int, task
+) -> tuple[list[dict], int]:
+    """Encoder-decoder examples ({input_ids: the rendered prompt, labels: the last answer + EOS}), each side
+    cut at max_length, and how many were dropped: no answer, or (generate tasks) an answer that was cut."""
+    from ..training.seq2seq import source_ids, split_last_answer, target_ids
+
+    features, dropped = [], 0
+    for record in records:
+        split = split_last_answer(record_messages(record, task))
+        labels = target_ids(tokenizer, split[1]) if split else []
+        if not split or not split[1] or (task.type == "generate" and len(labels) > max_length):
+            dropped += 1
+            continue
+        ids = source_ids(tokenizer, render_prompt(tokenizer, split[0], template))
+        features.append({"input_ids": ids[:max_length], "labels": labels[:max_length]})
     return features, dropped
 
 

@@ -15,17 +15,18 @@ from pydantic import Field, field_validator, model_validator
 from ..config.base import Section
 from ..config.fields import FieldNames, as_list
 
-OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp")
+OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp", "span_corruption")
 
 
 class LmConfig(Section):
     """Pretraining on raw text: `objective` says what the model learns to predict."""
 
     type: Literal["lm"] = "lm"
-    objective: Literal["clm", "mlm", "nsp", "mlm+nsp"] = Field(
+    objective: Literal["clm", "mlm", "nsp", "mlm+nsp", "span_corruption"] = Field(
         description=(
             "clm: next token (decoders); mlm: masked tokens (BERT-style encoders); nsp: is sentence B the "
-            "one after A; mlm+nsp: both heads at once, as BERT was pretrained."
+            "one after A; mlm+nsp: both heads at once, as BERT was pretrained; span_corruption: T5's "
+            "objective for encoder-decoder models (dropped spans -> sentinels in the input, the spans decoded)."
         )
     )
     text: FieldNames = Field(
@@ -53,6 +54,12 @@ class LmConfig(Section):
     )
     whole_word: bool = Field(
         False, description="mlm: choose whole words (all their sub-word tokens at once), not single tokens."
+    )
+    noise_density: float = Field(
+        0.15, gt=0, lt=1, description="span_corruption: share of each block's tokens that are dropped."
+    )
+    mean_span_length: float = Field(
+        3.0, ge=1, description="span_corruption: mean length of a dropped span, in tokens."
     )
     nsp_classes: Literal[2, 3] = Field(
         2,

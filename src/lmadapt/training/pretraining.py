@@ -1,4 +1,5 @@
-"""Batching, masking, loss and held-out metrics of stage pretrain (clm, mlm, nsp, mlm+nsp).
+"""Batching, masking, loss and held-out metrics of stage pretrain (clm, mlm, nsp, mlm+nsp, span_corruption:
+the span corruption itself lives in seq2seq.py).
 
 - `LmCollator` pads a batch (labels with -100); for masked LM, `Masker` chooses the positions to predict,
   per batch in the training step: token by token with transformers' `DataCollatorForLanguageModeling.torch_mask_tokens`
@@ -26,7 +27,8 @@ IGNORE = -100
 
 class LmCollator:
     """Pad features ({input_ids, [token_type_ids], [labels], [word_start], [next_sentence_label]}) into a
-    batch: labels with -100, word_start with 0 (it goes to the trainer's `Masker`, not to the model)."""
+    batch: labels with -100, word_start with 0 (it goes to the trainer's `Masker`, not to the model). Labels
+    pad to their own width (an encoder-decoder's targets are not as long as its inputs)."""
 
     def __init__(self, tokenizer):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -39,7 +41,8 @@ class LmCollator:
         }
         for key, value in (("token_type_ids", 0), ("labels", IGNORE), ("word_start", 0)):
             if key in features[0]:
-                batch[key] = _pad([f[key] for f in features], width, value)
+                own = max(len(f[key]) for f in features) if key == "labels" else width
+                batch[key] = _pad([f[key] for f in features], own, value)
         if "next_sentence_label" in features[0]:
             batch["next_sentence_label"] = torch.tensor([f["next_sentence_label"] for f in features])
         return batch
@@ -165,15 +168,18 @@ class PretrainTrainer(ResumableTrainer):
     `pretraining_loss` when a batch has `next_sentence_label` (the model's own NSP loss assumes 2 classes),
     the masked-LM loss at labelled positions only for *ForMaskedLM models, the model's own loss otherwise."""
 
-    def __init__(self, *args, masker: Masker | None = None, **kwargs):
+    def __init__(self, *args, masker: Masker | None = None, corrupter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.masker = masker
+        self.corrupter = corrupter  # span_corruption: a seq2seq.SpanCorrupter
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         word_start = inputs.pop("word_start", None)
         if self.masker is not None and "labels" not in inputs:  # held-out batches come masked already
             inputs["input_ids"], inputs["labels"] = self.masker(inputs["input_ids"], word_start)
+        if self.corrupter is not None and "labels" not in inputs:  # held-out batches come corrupted already
+            inputs = self.corrupter.batch(inputs["input_ids"], inputs["attention_mask"])
         parts = masked_head(self.accelerator.unwrap_model(model))
         if "next_sentence_label" not in inputs and (
             parts is None or return_outputs or "labels" not in inputs
@@ -195,7 +201,7 @@ class PretrainTrainer(ResumableTrainer):
 def lm_metrics(model, features: list[dict], collator, objective: str, batch_size: int) -> dict[str, float]:
     """Held-out metrics of `objective` over `features` (already masked for mlm), token-weighted:
     clm: loss, perplexity, next_token_accuracy; mlm: mlm_loss, mlm_accuracy (top-1 at chosen positions);
-    nsp: nsp_loss, nsp_accuracy. The higher-is-better accuracy comes first (compare ranks by it)."""
+    nsp: nsp_loss, nsp_accuracy; span_corruption: span_loss, span_accuracy (of the decoded targets). The higher-is-better accuracy comes first (compare ranks by it)."""
     sums = {"lm_loss": 0.0, "lm_hits": 0, "lm_n": 0, "nsp_loss": 0.0, "nsp_hits": 0, "nsp_n": 0}
     model.eval()
     device = next(model.parameters()).device
@@ -208,6 +214,9 @@ def lm_metrics(model, features: list[dict], collator, objective: str, batch_size
             if parts is not None:
                 keep = labels != IGNORE
                 _add_tokens(sums, selected_mlm_logits(parts, batch, keep), labels[keep])
+                continue
+            if objective == "span_corruption":  # the decoder reads the targets (shifted), scored at each
+                _add_tokens(sums, model(**batch, labels=labels).logits, labels)
                 continue
             outputs = model(**batch)
             if objective == "clm":
@@ -238,6 +247,8 @@ def _summarise(sums: dict, objective: str) -> dict[str, float]:
         out |= {"next_token_accuracy": sums["lm_hits"] / n, "loss": loss, "perplexity": math.exp(loss)}
     if objective in ("mlm", "mlm+nsp"):
         out |= {"mlm_accuracy": sums["lm_hits"] / n, "mlm_loss": sums["lm_loss"] / n}
+    if objective == "span_corruption":
+        out |= {"span_accuracy": sums["lm_hits"] / n, "span_loss": sums["lm_loss"] / n}
     if objective in ("nsp", "mlm+nsp"):
         out |= {"nsp_accuracy": sums["nsp_hits"] / m, "nsp_loss": sums["nsp_loss"] / m}
     return {k: round(v, 4) for k, v in out.items()}
