@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmadapt"
 # DESIGN.md's layers, top to bottom; a module may import its own layer's modules and any lower layer's.
 LAYERS = [
     ["cli", "__main__", "serve"],
-    ["compare", "synth", "predict", "export", "launch"],
+    ["compare", "synth", "predict", "export", "launch", "auto"],
     ["stages", "baselines", "prompting", "infer", "alignment"],
     [
         "tasks",

@@ -286,24 +286,42 @@ def data_check(
 @app.command()
 @friendly
 def export(
-    run_dir: Path = typer.Argument(..., help="A finished sft run folder."),
-    output: Path = typer.Option(..., "--output", help="New folder for the standalone model."),
+    run_dir: Path = typer.Argument(..., help="A finished sft, ppo, dpo or grpo run folder."),
+    output: Path = typer.Option(
+        ..., "--output", help="New folder (safetensors, ollama) or new FILE.gguf (gguf)."
+    ),
+    format: str = typer.Option(
+        "safetensors",
+        "--format",
+        help="safetensors: merged model + tokenizer folder; gguf: one GGUF file (weights, tokenizer, chat "
+        "template) for llama.cpp; ollama: model.gguf + a Modelfile for `ollama create`.",
+    ),
+    quant: str = typer.Option(
+        None,
+        "--quant",
+        help="gguf / ollama tensor type: f16 (default), bf16, q8_0, or q4_k_m (needs llama.cpp's "
+        "llama-quantize).",
+    ),
+    llama_quantize: Path = typer.Option(
+        None, "--llama-quantize", help="With --quant q4_k_m: the llama-quantize program (default: on PATH)."
+    ),
     trust_remote_code: bool = typer.Option(
         False,
         "--trust-remote-code",
         help="Run the model's own Python code (a run folder never turns this on).",
     ),
 ):
-    """Merge a run's LoRA adapter into its base model; write a standalone safetensors folder + tokenizer."""
-    from .export import export_run
+    """Export a run's model: merged safetensors folder, GGUF file (llama.cpp's converter) or Ollama folder."""
+    from .export import export as export_model
 
-    console.print(f"exported to {export_run(run_dir, output, trust_remote_code)}")
+    path = export_model(run_dir, output, format, quant, trust_remote_code, llama_quantize)
+    console.print(f"exported to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 @friendly
 def generate(
-    model: str = typer.Argument(..., help="Catalog name, model folder, Hub id or sft run folder."),
+    model: str = typer.Argument(..., help="Catalog name, model folder, .gguf, Hub id or sft run folder."),
     input: Path = typer.Option(..., "--input", help="Records with prompt, messages or instruction."),
     output: Path = typer.Option(..., "--output", help="JSONL: each record plus its `output`."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
@@ -363,7 +381,7 @@ def _generate_via_server(server, model, input, output, api_key_env, max_new_toke
 @app.command()
 @friendly
 def chat(
-    model: str = typer.Argument(..., help="Catalog name, model folder, Hub id or sft run folder."),
+    model: str = typer.Argument(..., help="Catalog name, model folder, .gguf, Hub id or sft run folder."),
     system: str = typer.Option(None, "--system", help="System prompt (kept when old turns are dropped)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
@@ -391,12 +409,22 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Any other address than loopback needs an API key."),
     port: int = typer.Option(8000, "--port"),
-    api_key: str = typer.Option(None, "--api-key", help="Clients send 'Authorization: Bearer KEY'."),
+    api_key: str = typer.Option(
+        None,
+        "--api-key",
+        help="Clients send 'Authorization: Bearer KEY'. Other local users can read a key "
+        "given here in the process list: prefer $LMADAPT_API_KEY or --api-key-file.",
+    ),  # fmt: skip
     api_key_file: Path = typer.Option(
-        None, "--api-key-file", help="The key on line 1 (or $LMADAPT_API_KEY)."
+        None, "--api-key-file", help="The key on line 1 (or $LMADAPT_API_KEY); keep the file chmod 600."
     ),
     cors_origin: list[str] = typer.Option(
-        None, "--cors-origin", help="Allow this browser origin (repeatable)."
+        None, "--cors-origin", help="Allow this browser origin (repeatable; '*' only with a key)."
+    ),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        help="Without a key, also answer this Host name (repeatable; e.g. a LAN alias).",
     ),
     runs_root: Path = typer.Option(None, "--runs-root", help="Show the run folders under it in the web UI."),
     dtype: str = typer.Option(
@@ -406,11 +434,26 @@ def serve(
     ),
     max_tokens: int = typer.Option(1024, "--max-tokens", help="The most new tokens one request may ask for."),
     max_n: int = typer.Option(4, "--max-n", help="The most choices (n) per request."),
+    max_rows: int = typer.Option(
+        None, "--max-rows", help="The most sequences (prompts x n) per request (default: --max-batch)."
+    ),
+    max_prompt_chars: int = typer.Option(
+        200_000, "--max-prompt-chars", help="Prompt characters per request, checked before tokenizing."
+    ),
     max_concurrent: int = typer.Option(64, "--max-concurrent", help="Requests in flight; more get 429."),
     max_batch: int = typer.Option(
         16, "--max-batch", help="Sequences decoded together (continuous batching)."
     ),
     max_body: int = typer.Option(4 * 1024 * 1024, "--max-body", help="Request body cap in bytes (413)."),
+    max_predict_rows: int = typer.Option(
+        10_000, "--max-predict-rows", help="Records per /api/predict upload."
+    ),
+    request_timeout: float = typer.Option(
+        600.0, "--request-timeout", help="Seconds one request may generate for (then 504 / a stream error)."
+    ),
+    write_timeout: float = typer.Option(
+        30.0, "--write-timeout", help="Seconds a stream waits for a client that stopped reading, then cut."
+    ),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Run the model's own Python code."
@@ -421,6 +464,55 @@ def serve(
 
     run_server(
         models, host=host, port=port, api_key=api_key, api_key_file=api_key_file, cors_origins=cors_origin,
-        runs_root=runs_root, dtype=dtype, trust_remote_code=trust_remote_code, threads=threads,
-        max_tokens=max_tokens, max_n=max_n, max_concurrent=max_concurrent, max_batch=max_batch, max_body=max_body,
+        allowed_hosts=allowed_host, runs_root=runs_root, dtype=dtype, trust_remote_code=trust_remote_code,
+        threads=threads, max_tokens=max_tokens, max_n=max_n, max_rows=max_rows, max_prompt_chars=max_prompt_chars,
+        max_concurrent=max_concurrent, max_batch=max_batch, max_body=max_body, max_predict_rows=max_predict_rows,
+        request_timeout=request_timeout, write_timeout=write_timeout,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- auto
+@app.command()
+@friendly
+def auto(
+    train: Path = typer.Argument(..., help="Training records (.jsonl .json .csv .tsv .parquet)."),
+    budget: str = typer.Option(..., "--budget", help="Wall-clock budget for everything, e.g. 20m, 90s, 1h."),
+    eval_file: Path = typer.Option(
+        None, "--eval", help="Evaluation records (default: a stratified 20% of TRAIN, said so)."
+    ),
+    test_file: Path = typer.Option(None, "--test", help="Test records, scored once, for the winner only."),
+    metric: str = typer.Option("f1_macro", "--metric", help="Eval metric the trials are ranked by."),
+    output: Path = typer.Option(Path("runs/auto"), "--output", help="Study, trials, leaderboard, winner."),
+    task: str = typer.Option(None, "--task", help="classify or pair (default: read from the data)."),
+    text: list[str] = typer.Option(
+        None, "--text", help="Text field (repeatable; default: read from the data)."
+    ),
+    label: str = typer.Option(None, "--label", help="Label field (default: read from the data)."),
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        help="Also try this model (catalog name or folder; repeatable). Pulled ones are tried.",
+    ),
+    trials: int = typer.Option(None, "--trials", min=1, help="Stop once the study holds this many trials."),
+    heartbeat: int = typer.Option(
+        10,
+        "--heartbeat",
+        min=1,
+        help="Seconds between a worker's heartbeats; a trial silent 3x as long is failed.",
+    ),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Adapt the best model to your file within a wall-clock budget; re-run to continue, run twice to share.
+
+    Prints what it understood and planned, a row per trial, the leaderboard (md/csv/json/png) and the winner,
+    an ordinary run folder (OUTPUT/winner) with its recipe (OUTPUT/winner.yaml).
+    """
+    from .auto import parse_budget, run_auto
+
+    def say(message: str) -> None:
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    run_auto(
+        train, parse_budget(budget), output, eval_file, test_file, metric, task, text or None, label,
+        model or [], trials, heartbeat, seed, say,
     )  # fmt: skip
