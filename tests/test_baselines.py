@@ -107,6 +107,92 @@ def test_chinese_needs_character_ngrams(tmp_path):
     assert not list(auto.path.rglob("*.pkl")) and not list(auto.path.rglob("*.joblib"))
 
 
+# Chinese NER, one character per token: places follow 在, people come before 说; filler elsewhere.
+ZH_PLACES, ZH_PEOPLE = ["北京", "上海", "广州", "深圳", "南京"], ["李明", "王芳", "张伟", "刘洋"]
+
+
+def chinese_ner(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(1, 3)):
+            filler = rng.choices(ZH_FILLER, k=rng.randint(2, 6))
+            tokens += filler
+            tags += ["O"] * len(filler)
+            kind = rng.choice(["LOC", "PER"])
+            name = rng.choice(ZH_PLACES if kind == "LOC" else ZH_PEOPLE)
+            cue = ["在"] if kind == "LOC" else []
+            after = ["说"] if kind == "PER" else []
+            tokens += cue + list(name) + after
+            tags += ["O"] * len(cue) + [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1) + ["O"] * len(after)
+        out.append({"id": f"n{i}", "tokens": tokens, "tags": tags})
+    return out
+
+
+def test_window_features_are_offset_ngrams_of_the_tokens_around_each_token():
+    feats = tfidf.window_features(["在", "北", "京"], 1, (1, 2))
+    assert feats[0] == ["-1:<s>", "0:在", "1:北", "-1:<s> 在", "0:在 北"]
+    assert feats[2] == ["-1:北", "0:京", "1:</s>", "-1:北 京", "0:京 </s>"]
+    # word tokens add their first and last character (part-of-speech style tags)
+    assert tfidf.window_features(["北京", "在"], 0, (1, 1)) == [["0:北京", "^北", "京$"], ["0:在"]]
+    # cross-validation folds keep each sentence's tokens together
+    groups = np.repeat(np.arange(9), [3, 1, 4, 2, 2, 5, 1, 1, 3])
+    for train_rows, held_rows in tfidf.group_folds(groups, 3, seed=0):
+        assert not set(groups[train_rows]) & set(groups[held_rows])
+        assert len(train_rows) + len(held_rows) == len(groups)
+
+
+def test_tag_task_classifies_each_character_from_its_window(tmp_path):
+    """Per-character logistic regression on character n-gram windows: entity F1 on held-out sentences, C
+    chosen over folds of whole sentences, a pickle-free model that reloads to the same predictions."""
+    data = splits(tmp_path, chinese_ner, (120, 30, 60))
+    task = {"type": "tag", "id": "id"}
+    run = RunDir(
+        run_stage(recipe(tmp_path, data, {"type": "tfidf", "C_grid": [0.1, 1.0], "cv_folds": 3}, task))
+    )
+    final = run.read_metrics()["final"]["test"]
+    assert final["entity_f1"] > 0.95 and final["token_accuracy"] > 0.97, final
+    saved = json.loads((run.path / "model" / "tfidf.json").read_text(encoding="utf-8"))
+    assert saved["mode"] == "tag" and saved["analyzer"] == "window" and saved["window"] == 2
+    assert saved["fit"]["analyzer_why"].startswith("tag task") and set(saved["fit"]["cv_macro_f1"]) == {
+        "window 1-2",
+        "window 1-3",
+    }
+    log = (run.path / "log.txt").read_text(encoding="utf-8")
+    assert "tag scheme: IOB2" in log and "window 1-" in log
+    lines = (run.path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    predictions = [json.loads(line)["prediction"] for line in lines]
+    gold = chinese_ner(60, 2)
+    assert [len(p) for p in predictions] == [len(r["tokens"]) for r in gold]
+    out = tmp_path / "pred.jsonl"
+    predict_file(run.path, data["test"], out)
+    assert [json.loads(line)["prediction"] for line in out.read_text().splitlines()] == predictions
+    assert not list(run.path.rglob("*.pkl")) and not list(run.path.rglob("*.joblib"))
+
+
+@pytest.mark.parametrize(
+    ("method", "task", "pattern"),
+    [
+        (
+            {"type": "tfidf", "analyzer": "char"},
+            {"type": "tag"},
+            "'char' does not fit a tag task; use auto or window",
+        ),
+        (
+            {"type": "tfidf", "analyzer": "window"},
+            {"type": "classify"},
+            "'window' does not fit a classify task",
+        ),
+    ],
+)
+def test_analyzer_that_does_not_fit_the_task_is_a_recipe_error(tmp_path, method, task, pattern):
+    data = splits(tmp_path, chinese_ner if task["type"] == "tag" else chinese, (20, 5, 5))
+    with pytest.raises(RecipeError, match=pattern):
+        run_stage(recipe(tmp_path, data, method, task))
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 def wrapped(n: int, seed: int) -> list[dict]:
     """English-like records whose cue ('lovely' / 'awful') sits inside a word never seen twice
     ('qzlovelyk'): no word n-gram recurs, the character n-grams inside the word do."""
@@ -238,7 +324,11 @@ def test_old_run_folders_without_an_analyzer_load_as_word_ngrams(tmp_path):
 @pytest.mark.parametrize(
     ("method", "task", "pattern"),
     [
-        ({"type": "tfidf"}, {"type": "tag"}, r"method\.type: method tfidf serves classify and pair tasks"),
+        (
+            {"type": "tfidf"},
+            {"type": "span"},
+            r"method\.type: method tfidf serves classify, pair and tag tasks, not task type 'span'",
+        ),
         ({"type": "tfidf"}, {"type": "keywords"}, r"not task type 'keywords'"),
         ({"type": "keyphrase"}, {"type": "classify"}, r"method keyphrase serves keywords tasks"),
         ({"type": "tfidf", "C_grid": [0, 1]}, {"type": "classify"}, r"method\.C_grid: every C must be > 0"),

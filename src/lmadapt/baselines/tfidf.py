@@ -1,4 +1,4 @@
-"""`method: tfidf`: TF-IDF features + logistic regression, the non-neural floor for classify and pair tasks.
+"""`method: tfidf`: TF-IDF features + logistic regression, the non-neural floor for classify, pair and tag tasks.
 
 What a practitioner tunes by hand, done by default (the recipe section is lmadapt/methods/tfidf.py):
 - **Analyzer by script.** `analyzer: auto` counts the letters of the training text: when most are in a
@@ -16,6 +16,13 @@ Writes the same run folder as a neural finetune. The fitted model is saved witho
 `model/tfidf.json` (analyzer, vocabulary, idf, label set) and `model/logreg.safetensors` (weights, bias),
 and predictions always go through `TfidfModel.scores`, so a reloaded model predicts exactly like the fitted
 one. Pairs are featurised as [tfidf(a), tfidf(b), tfidf(a) * tfidf(b)] (the product marks shared terms).
+
+Tag tasks (`analyzer: window`) classify each token on its own: its features are the n-grams of the tokens
+within `window` of it, each named by where it starts ("-1:国 中" is the bigram that starts one token to the
+left), plus the first and last character of a token longer than one (word-level tags such as part of speech);
+for Chinese characters that is a per-character classifier on character n-gram windows. No transition
+model: a predicted entity may start with I- (seqeval counts it as a start), and C is chosen by
+cross-validation over folds of whole sentences, scored by macro-F1 over the tokens' tags.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from ..utils.seed import seed_everything
 
 VOCAB_FILE = "tfidf.json"
 WEIGHTS_FILE = "logreg.safetensors"
-TASK_TYPES = ("classify", "pair")
+TASK_TYPES = ("classify", "pair", "tag")
+WINDOW_PAD = ("<s>", "</s>")  # the tokens before the first and after the last one, in tag features
 # Scripts written without spaces between words: Han, kana, Thai, Lao, Myanmar, Khmer (not Hangul: Korean
 # separates words by spaces).
 UNSPACED = re.compile(
@@ -52,19 +60,65 @@ UNSPACED_SHARE = 0.3  # above this share of letters, text is treated as unsegmen
 AUTO_CHAR_WB = ("char_wb", (2, 5))
 
 
-class TfidfModel:
-    """A fitted vectorizer plus linear weights [n_out, n_features] and bias [n_out]."""
+def window_features(tokens: list[str], window: int, ngram_range: tuple[int, int]) -> list[list[str]]:
+    """Each token's features: the n-grams (n in ngram_range) of the tokens within `window` of it, named by
+    the offset they start at, with `WINDOW_PAD` beyond the sentence; and `^x` / `x$`, the first and last
+    character of a token longer than one."""
+    low, high = ngram_range
+    padded = [WINDOW_PAD[0]] * window + list(tokens) + [WINDOW_PAD[1]] * window
+    out = []
+    for i, token in enumerate(tokens):
+        feats = [
+            f"{start}:{' '.join(padded[i + window + start : i + window + start + n])}"
+            for n in range(low, high + 1)
+            for start in range(-window, window - n + 2)
+        ]
+        if len(token) > 1:
+            feats += [f"^{token[0]}", f"{token[-1]}$"]
+        out.append(feats)
+    return out
 
-    def __init__(self, vectorizer, weights: np.ndarray, bias: np.ndarray, labels: list[str], mode: str):
+
+def _as_given(features: list[str]) -> list[str]:
+    """The vectorizer's analyzer for tag features: each token's document is its list of features already."""
+    return features
+
+
+class TfidfModel:
+    """A fitted vectorizer plus linear weights [n_out, n_features] and bias [n_out].
+
+    mode: "single", "multi_label", "pair", or "tag" (one row per token; `window` and `ngram_range` make
+    its features)."""
+
+    def __init__(
+        self,
+        vectorizer,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        labels: list[str],
+        mode: str,
+        ngram_range: tuple[int, int] = (1, 1),
+        window: int = 0,
+    ):
         self.vectorizer, self.weights, self.bias = vectorizer, weights, bias
         self.labels, self.mode = labels, mode
+        self.ngram_range, self.window = tuple(ngram_range), window
         self.fit_info: dict = {}  # analyzer choice, C, cross-validation scores (saved with the model)
 
-    def features(self, texts: list[str] | list[tuple[str, str]]):
+    def documents(self, texts) -> list:
+        """What the vectorizer reads: texts (both sides of pairs), or each token's window features (tag)."""
+        if self.mode == "pair":
+            return [t for pair in texts for t in pair]
+        if self.mode == "tag":
+            return [f for tokens in texts for f in window_features(tokens, self.window, self.ngram_range)]
+        return texts
+
+    def features(self, texts: list[str] | list[tuple[str, str]] | list[list[str]]):
+        """One row per text (classify), pair, or token of every sentence in order (tag)."""
         from scipy.sparse import hstack
 
         if self.mode != "pair":
-            return self.vectorizer.transform(texts)
+            return self.vectorizer.transform(self.documents(texts))
         a = self.vectorizer.transform([t[0] for t in texts])
         b = self.vectorizer.transform([t[1] for t in texts])
         return hstack([a, b, a.multiply(b)]).tocsr()
@@ -73,12 +127,20 @@ class TfidfModel:
         return np.asarray(self.features(texts) @ self.weights.T) + self.bias
 
     def predict(self, texts) -> list:
+        """A label (set) per text or pair; for tag, a list of tags per sentence."""
+        if self.mode == "tag" and not any(texts):
+            return [[] for _ in texts]  # no token at all: nothing to score
         scores = self.scores(texts)
         if self.mode == "multi_label":
             return [[label for label, s in zip(self.labels, row, strict=True) if s > 0] for row in scores]
         if scores.shape[1] == 1:  # binary logistic regression: one score, positive class = labels[1]
-            return [self.labels[int(s > 0)] for s in scores[:, 0]]
-        return [self.labels[int(i)] for i in scores.argmax(1)]
+            flat = [self.labels[int(s > 0)] for s in scores[:, 0]]
+        else:
+            flat = [self.labels[int(i)] for i in scores.argmax(1)]
+        if self.mode != "tag":
+            return flat
+        ends = np.cumsum([len(tokens) for tokens in texts])
+        return [flat[end - len(tokens) : end] for tokens, end in zip(texts, ends, strict=True)]
 
     def save(self, run_dir: Path) -> Path:
         from safetensors.numpy import save_file
@@ -87,8 +149,9 @@ class TfidfModel:
         record = {
             "labels": self.labels,
             "mode": self.mode,
-            "analyzer": vec.analyzer,
-            "ngram_range": list(vec.ngram_range),
+            "analyzer": "window" if self.mode == "tag" else vec.analyzer,
+            "ngram_range": list(self.ngram_range if self.mode == "tag" else vec.ngram_range),
+            **({"window": self.window} if self.mode == "tag" else {}),
             "fit": self.fit_info,
             "vocabulary": {term: int(i) for term, i in vec.vocabulary_.items()},
             "idf": vec.idf_.tolist(),
@@ -111,18 +174,25 @@ class TfidfModel:
             raise RecipeError(f"{folder / VOCAB_FILE} not found: not a finished tfidf run")
         record = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
         # runs written before the analyzer was recorded used word n-grams
-        vec = vectorizer(record.get("analyzer", "word"), tuple(record["ngram_range"]), None)
+        ngram_range = tuple(record["ngram_range"])
+        vec = vectorizer(record.get("analyzer", "word"), ngram_range, None)
         vec.vocabulary = record["vocabulary"]
         vec.idf_ = np.asarray(record["idf"])
         tensors = load_file(str(folder / WEIGHTS_FILE))
-        model = cls(vec, tensors["weights"], tensors["bias"], record["labels"], record["mode"])
+        model = cls(
+            vec, tensors["weights"], tensors["bias"], record["labels"], record["mode"], ngram_range,
+            record.get("window", 0),
+        )  # fmt: skip
         model.fit_info = record.get("fit", {})
         return model
 
 
 def vectorizer(analyzer: str, ngram_range: tuple[int, int], max_features: int | None):
+    """A TfidfVectorizer; for "window" (tag tasks) one that reads lists of features (`window_features`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    if analyzer == "window":
+        return TfidfVectorizer(analyzer=_as_given, max_features=max_features, sublinear_tf=True)
     return TfidfVectorizer(
         analyzer=analyzer, ngram_range=ngram_range, max_features=max_features, sublinear_tf=True
     )
@@ -137,14 +207,19 @@ def unspaced_share(texts: list[str]) -> float:
     return unspaced / letters if letters else 0.0
 
 
-def feature_options(method_cfg, texts: list[str]) -> tuple[list[tuple[str, tuple[int, int]]], str]:
+def feature_options(
+    method_cfg, texts: list[str], tag: bool = False
+) -> tuple[list[tuple[str, tuple[int, int]]], str]:
     """The (analyzer, ngram range) options cross-validation chooses from, and why those.
 
     `auto` on space-delimited text adds AUTO_CHAR_WB to the word n-grams, unless the recipe sets the
-    n-gram range (`ngram_max`), which then means word n-grams as before."""
+    n-gram range (`ngram_max`), which then means word n-grams as before. A tag task (`tag`) always uses
+    "window" n-grams of tokens."""
     analyzer, why = method_cfg.analyzer, "set in the recipe"
     extra = []
-    if analyzer == "auto":
+    if tag:
+        analyzer, why = "window", f"tag task: n-grams of the tokens within {method_cfg.window} of each token"
+    elif analyzer == "auto":
         share = unspaced_share(texts)
         analyzer = "char" if share > UNSPACED_SHARE else "word"
         why = f"auto: {share:.0%} of the letters are in scripts written without spaces"
@@ -157,7 +232,9 @@ def feature_options(method_cfg, texts: list[str]) -> tuple[list[tuple[str, tuple
 
 
 def inputs(task, records: list[dict]) -> list:
-    """The text (classify) or (text_a, text_b) pairs (pair) of each record."""
+    """The text (classify), (text_a, text_b) pair (pair) or list of tokens (tag) of each record."""
+    if task.cfg.type == "tag":
+        return [task.words(r) for r in records]
     return [task.texts(r) for r in records] if task.cfg.type == "pair" else [task.text(r) for r in records]
 
 
@@ -200,13 +277,27 @@ def _predict_linear(x, weights: np.ndarray, bias: np.ndarray, classes: np.ndarra
     return classes[scores.argmax(1)]
 
 
-def cross_validate_c(x, y: np.ndarray, grid, folds: int, class_weight: str, seed: int) -> dict[float, float]:
-    """Mean macro-F1 of each C over `folds` stratified (multi-label: plain), shuffled, seeded folds."""
+def group_folds(groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, held-out rows) of `folds` folds that keep each group (a sentence's tokens) together;
+    groups go to folds in a seeded random order."""
+    fold_of = np.random.RandomState(seed).permutation(int(groups.max()) + 1) % folds
+    return [
+        (np.flatnonzero(fold_of[groups] != k), np.flatnonzero(fold_of[groups] == k)) for k in range(folds)
+    ]
+
+
+def cross_validate_c(
+    x, y: np.ndarray, grid, folds: int, class_weight: str, seed: int, groups: np.ndarray | None = None
+) -> dict[float, float]:
+    """Mean macro-F1 of each C over `folds` stratified (multi-label: plain; with `groups`: by group),
+    shuffled, seeded folds."""
     from sklearn.metrics import f1_score
     from sklearn.model_selection import KFold, StratifiedKFold
 
     multi = y.ndim == 2
-    if multi:
+    if groups is not None:
+        splits = group_folds(groups, folds, seed)
+    elif multi:
         splits = list(KFold(folds, shuffle=True, random_state=seed).split(x))
     else:
         with warnings.catch_warnings():  # a class rarer than `folds` is still spread as far as it goes
@@ -227,23 +318,26 @@ def cross_validate_c(x, y: np.ndarray, grid, folds: int, class_weight: str, seed
     return scores
 
 
-def select(method_cfg, options, featurize, y: np.ndarray, seed: int):
+def select(method_cfg, options, featurize, y: np.ndarray, seed: int, groups: np.ndarray | None = None):
     """(features option, C, its cross-validation scores): the best of options x C values by mean macro-F1.
 
     One option and one C (the recipe's, or a one-value grid) need no cross-validation. Ties go to the
-    earlier option and the smaller C."""
+    earlier option and the smaller C. `groups` (tag tasks: each token's sentence) keeps a group in one fold.
+    """
     grid = [method_cfg.C] if method_cfg.C is not None else method_cfg.C_grid
     if len(options) * len(grid) == 1:
         return options[0], grid[0], {}
-    folds = min(method_cfg.cv_folds, len(y) // 2)
+    examples = len(y) if groups is None else len(np.unique(groups))
+    folds = min(method_cfg.cv_folds, examples // 2)
     if folds < 2:
         raise RecipeError(
-            f"method tfidf: {len(y)} training examples are too few to cross-validate; set method.C "
+            f"method tfidf: {examples} training examples are too few to cross-validate; set method.C "
             "and method.ngram_max"
         )
     scores, best = {}, None
     for option in options:
-        found = cross_validate_c(featurize(option)[1], y, grid, folds, method_cfg.class_weight, seed)
+        x = featurize(option)[1]
+        found = cross_validate_c(x, y, grid, folds, method_cfg.class_weight, seed, groups)
         scores[option_name(option)] = {str(c): round(v, 4) for c, v in found.items()}
         for c, v in found.items():
             if best is None or v > best[0]:
@@ -256,25 +350,39 @@ def option_name(option: tuple[str, tuple[int, int]]) -> str:
     return f"{analyzer} {low}-{high}"
 
 
+def _mode(task) -> str:
+    if task.cfg.type in ("pair", "tag"):
+        return task.cfg.type
+    return "multi_label" if task.multi_label else "single"
+
+
 def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
-    mode = "pair" if task.cfg.type == "pair" else "multi_label" if task.multi_label else "single"
+    mode = _mode(task)
     texts = inputs(task, records)
-    flat = [t for pair in texts for t in pair] if mode == "pair" else texts
+    window = method_cfg.window if mode == "tag" else 0
 
     def featurize(option) -> tuple[TfidfModel, object]:
-        vec = vectorizer(option[0], option[1], method_cfg.max_features).fit(flat)
-        model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), task.labels, mode)
+        vec = vectorizer(option[0], option[1], method_cfg.max_features)
+        model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), task.labels, mode, option[1], window)
+        vec.fit(model.documents(texts))
         return model, model.features(texts)
 
     golds = [task.gold(r) for r in records]
+    groups = None
     if mode == "multi_label":
         y = np.array([[label in g for label in task.labels] for g in golds], dtype=int)
     else:
-        y = np.array([task.labels.index(g) for g in golds])
+        if mode == "tag":  # one row per token; `groups` says whose sentence it is
+            index = {label: i for i, label in enumerate(task.labels)}
+            y = np.array([index[tag] for tags in golds for tag in tags])
+            groups = np.repeat(np.arange(len(golds)), [len(tags) for tags in golds])
+        else:
+            y = np.array([task.labels.index(g) for g in golds])
         if len(set(y)) < 2:
             raise RecipeError("method tfidf: the training data has a single label; nothing to learn")
-    options, why = feature_options(method_cfg, flat)
-    option, C, cv_scores = select(method_cfg, options, featurize, y, seed)
+    flat = [t for pair in texts for t in pair] if mode == "pair" else texts
+    options, why = feature_options(method_cfg, flat, tag=mode == "tag")
+    option, C, cv_scores = select(method_cfg, options, featurize, y, seed, groups)
     model, x = featurize(option)
     coef, intercept = fit_linear(x, y, C, method_cfg.class_weight, seed)
     if mode != "multi_label":
@@ -285,6 +393,7 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
         "analyzer": option[0],
         "ngram_range": list(option[1]),
         "analyzer_why": why,
+        **({"window": window} if mode == "tag" else {}),
         "C": C,
         "cv_macro_f1": cv_scores,
         "class_weight": method_cfg.class_weight,
@@ -321,7 +430,7 @@ def add_per_label(task, splits: dict, predicted: dict, reports: dict) -> None:
     """Multi-label tasks report nothing per class; add precision/recall/F1 per label to report.json."""
     from ..metrics import per_class_report
 
-    if not task.multi_label:
+    if not getattr(task, "multi_label", False):
         return
     for name, report in reports.items():
         golds, preds = [task.gold(r) for r in splits[name]], predicted[name]
@@ -350,7 +459,14 @@ def run(recipe, resume: bool = False) -> Path:
     from ..tasks import get_task
 
     if recipe.task.type not in TASK_TYPES:
-        raise RecipeError(f"method tfidf supports classify and pair tasks, not '{recipe.task.type}'")
+        raise RecipeError(f"method tfidf supports classify, pair and tag tasks, not '{recipe.task.type}'")
+    tagging, analyzer = recipe.task.type == "tag", recipe.method.analyzer
+    if (analyzer not in ("auto", "window") and tagging) or (analyzer == "window" and not tagging):
+        fits = "auto or window" if tagging else "auto, word, char or char_wb"
+        raise RecipeError(
+            f"method.analyzer: '{analyzer}' does not fit a {recipe.task.type} task; use {fits} "
+            "(window: n-grams of the tokens around each token, for tag tasks)"
+        )
     task = get_task(recipe.task)
     seed_everything(recipe.train.seed)
     splits = load_splits(recipe, task.fields(True))
@@ -359,6 +475,9 @@ def run(recipe, resume: bool = False) -> Path:
     run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
     recipe.task.labels = task.fit_labels(splits["train"])
     run_dir.write_config(recipe)
+    findings, notes = task.findings(splits)  # tag tasks: the tag scheme, tags train never shows
+    for note in notes:
+        run_dir.log(note)
     with timer() as train_time:
         model = fit(task, splits["train"], recipe.method, recipe.train.seed)
     run_dir.log(describe(model) + f"; fitted in {train_time():.1f}s")
@@ -375,5 +494,5 @@ def run(recipe, resume: bool = False) -> Path:
     save_plots(run_dir / "plots", [], evaluation.shown_report, task.best_metric)
     size = int(model.weights.size + model.bias.size)
     cost = cost_record(train_time(), len(splits["train"]), size, size, evaluation.examples_per_s)
-    write_results(run_dir, evaluation, [], cost)
+    write_results(run_dir, evaluation, [], cost, task=findings)
     return run_dir.commit()

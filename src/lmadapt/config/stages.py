@@ -122,7 +122,7 @@ def stage_problems(recipe) -> list[tuple[tuple, str]]:
 
 
 # baseline method -> the task types it serves (lmadapt/baselines/<method>.py; it stands in for finetune)
-BASELINE_TASKS = {"tfidf": ("classify", "pair"), "keyphrase": ("keywords",)}
+BASELINE_TASKS = {"tfidf": ("classify", "pair", "tag"), "keyphrase": ("keywords",)}
 
 
 def baseline_problems(recipe) -> list[tuple[tuple, str]]:
@@ -134,7 +134,8 @@ def baseline_problems(recipe) -> list[tuple[tuple, str]]:
         why = f"method {method} is a baseline that runs as stage finetune, not {recipe.stage}"
         return [(("stage",), why)]
     if task not in BASELINE_TASKS[method]:
-        serves = " and ".join(BASELINE_TASKS[method])
+        *others, last = BASELINE_TASKS[method]
+        serves = f"{', '.join(others)} and {last}" if others else last
         return [(("method", "type"), f"method {method} serves {serves} tasks, not task type '{task}'")]
     return []
 

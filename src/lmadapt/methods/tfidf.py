@@ -1,9 +1,10 @@
-"""`tfidf`: the non-neural floor, TF-IDF features + logistic regression (classify and pair tasks).
+"""`tfidf`: the non-neural floor, TF-IDF features + logistic regression (classify, pair and tag tasks).
 
 Only its recipe section lives here: it adapts no pretrained model, so it has no `METHOD`. It runs as a
 baseline in place of stage finetune (lmadapt/baselines/tfidf.py, dispatched by `stages.BASELINES`).
 The defaults are what a practitioner would tune by hand: the analyzer follows the script of the training
 text, C is chosen by cross-validation on the training split, and classes are weighted against imbalance.
+For tag tasks each token is classified on its own, from the n-grams of the tokens in a window around it.
 """
 
 from __future__ import annotations
@@ -16,21 +17,31 @@ from ..config.base import Section
 
 # analyzer -> the longest n-grams cross-validation chooses from when the recipe sets no ngram_max
 # (measured: docs/results-baselines.md)
-NGRAM_MAX = {"word": (1, 2), "char": (2, 3), "char_wb": (4, 5)}
+NGRAM_MAX = {"word": (1, 2), "char": (2, 3), "char_wb": (4, 5), "window": (2, 3)}
 
 
 class TfidfMethod(Section):
-    """Non-neural floor: TF-IDF features + logistic regression (classify and pair tasks)."""
+    """Non-neural floor: TF-IDF features + logistic regression (classify, pair and tag tasks)."""
 
     type: Literal["tfidf"] = "tfidf"
-    analyzer: Literal["auto", "word", "char", "char_wb"] = Field(
+    analyzer: Literal["auto", "word", "char", "char_wb", "window"] = Field(
         "auto",
         description=(
             "Features: 'word' n-grams, 'char' n-grams, or 'char_wb' (character n-grams inside word "
             "boundaries). 'auto': 'char' when most letters of the training text are in a script written "
             "without spaces (Chinese, Japanese, Thai, Lao, Khmer, Myanmar), else 'word' and 'char_wb' 2-5 "
             "(the latter only while ngram_max is null), chosen between by the cross-validation that "
-            "chooses C."
+            "chooses C. Tag tasks use 'window' (which 'auto' means there): each token's features are the "
+            "n-grams of the tokens within `window` of it, marked with their offset."
+        ),
+    )
+    window: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description=(
+            "Tag tasks: tokens on each side of a token whose n-grams are its features (2: a 5-token window; "
+            "for Chinese characters, 5 characters)."
         ),
     )
     ngram_min: int = Field(1, ge=1, le=6, description="Shortest n-gram (in words or characters).")
@@ -40,7 +51,7 @@ class TfidfMethod(Section):
         le=6,
         description=(
             "Longest n-gram; default (null): chosen by the cross-validation that chooses C, from word 1 or "
-            "2, char 2 or 3, char_wb 4 or 5."
+            "2, char 2 or 3, char_wb 4 or 5, window 2 or 3 (tokens)."
         ),
     )
     max_features: int | None = Field(
@@ -56,7 +67,8 @@ class TfidfMethod(Section):
         min_length=1,
         description=(
             "Values of C tried by stratified (seeded, shuffled) k-fold cross-validation on train, scored "
-            "by macro-F1; the best is refitted on all of train."
+            "by macro-F1 (tag tasks: folds of whole sentences, macro-F1 over the tokens' tags); the best is "
+            "refitted on all of train."
         ),
     )
     cv_folds: int = Field(5, ge=2, le=20, description="Folds of that cross-validation.")

