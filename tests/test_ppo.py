@@ -267,6 +267,7 @@ def test_ppo_raises_a_reward_that_prefers_one_token(tiny_dir, tmp_path, reward_m
     )  # fmt: skip
     setup, records, prompts = tiny_setup(recipe, tmp_path)
     reward = build_reward(recipe.reward)
+    torch.manual_seed(0)  # the rollouts sample from torch's global RNG: the same draws whatever ran before
     for step in range(1, recipe.ppo.steps + 1):
         stats = ppo.train_step(setup, recipe, records, prompts, reward, None, step)
     for key in ("reward", "kl", "entropy", "answer_tokens", "clip_frac", "value_loss", "kl_coef", "no_eos"):
