@@ -4,26 +4,14 @@ where the model's own tokenizer pads on the left (Gemma 3's, as the catalog's ge
 from __future__ import annotations
 
 import numpy as np
-import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from lmadapt.config import parse_recipe
 from lmadapt.tasks import build_model, get_task, run_inference
-from tiny_lm import tiny_tokenizer
+from tiny_lm import save_tiny_gemma3
 
 
 def test_left_padding_tokenizer_gives_the_same_tags_batched_as_alone(tmp_path):
-    tok = tiny_tokenizer()
-    tok.padding_side = "left"
-    config = Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-        sliding_window=64, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Gemma3ForCausalLM(config).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
+    save_tiny_gemma3(tmp_path, padding_side="left")
     recipe = parse_recipe(
         {"model": str(tmp_path), "task": {"type": "tag", "labels": ["O", "B-LOC", "I-LOC"]},
          "method": {"type": "full"}, "data": {"train": "unused.jsonl"}}

@@ -15,7 +15,6 @@ import torch
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForTokenClassification,
-    Gemma3ForCausalLM,
     Gemma3TextConfig,
 )
 
@@ -29,7 +28,7 @@ from lmadapt.tasks.base import head_class
 from lmadapt.tasks.heads import BackboneForQuestionAnswering, BackboneForTokenClassification
 from lmadapt.tasks.tag import tag_scheme
 from lmadapt.utils.io import write_jsonl
-from tiny_lm import save_tiny, tiny_tokenizer
+from tiny_lm import save_tiny, save_tiny_gemma3, tiny_tokenizer
 
 CITIES = ["paris", "london", "berlin"]
 PEOPLE = ["john", "mary"]
@@ -44,18 +43,7 @@ def llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gemma3(tmp_path_factory):
     """A tiny random Gemma 3 text model: transformers has no token-classification or QA class for it."""
-    folder = tmp_path_factory.mktemp("tiny-gemma3")
-    tok = tiny_tokenizer()
-    config = Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-        sliding_window=64, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    Gemma3ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3")))
 
 
 @pytest.fixture(scope="module")

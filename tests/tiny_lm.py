@@ -62,3 +62,24 @@ def save_tiny(folder: Path, chat_template: str | None = CHATML, seed: int = 0) -
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def save_tiny_gemma3(folder: Path, padding_side: str | None = None, seed: int = 0) -> Path:
+    """A tiny random Gemma 3 text model + the tiny tokenizer (transformers has no token-classification or QA
+    class for it); `padding_side` as the saved tokenizer should have it (the catalog's gemma3 pads left)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = tiny_tokenizer()
+    if padding_side:
+        tok.padding_side = padding_side
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+        sliding_window=64, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
