@@ -4,13 +4,14 @@ Reads top to bottom: read the documents (data.train for training, data.eval held
 read), load the model with the objective's head (a head the checkpoint lacks starts fresh, seeded, and the
 log names its parameters; they train whatever the method), build the examples (clm: EOS-joined blocks;
 mlm: [CLS] block [SEP]; nsp / mlm+nsp: sentence pairs; span_corruption: blocks of max_length - 1 tokens,
-for encoder-decoder models of the T5 family only), apply the method, measure the held-out metrics, train
+for encoder-decoder models of the T5 family only; blank_infilling: blocks that fit max_length with Part B
+added, for decoder-only causal LMs, see lmadapt/training/blank_infilling.py), apply the method, measure the held-out metrics, train
 (Hugging Face `Trainer`, resumable; masks and dropped spans drawn per batch), measure again, save.
 
 The run folder's `model/` is always a whole model that plain transformers loads (`AutoModelForMaskedLM`,
 `AutoModelForNextSentencePrediction`, `AutoModelForPreTraining`, `AutoModelForCausalLM`,
 `AutoModelForSeq2SeqLM`), LoRA merged in,
-with its tokenizer; checkpoint tensors the objective's model does not hold (BERT's pooler) are copied in
+with its tokenizer (blank_infilling: with [MASK]/[START]/[END], and its block-position embedding beside it); checkpoint tensors the objective's model does not hold (BERT's pooler) are copied in
 unchanged, so `model: RUN/model` in a finetune recipe starts from the adapted encoder and the original pooler.
 """
 
@@ -30,6 +31,7 @@ HEADS = {
     "nsp": ("AutoModelForNextSentencePrediction", "masked_lm"),
     "mlm+nsp": ("AutoModelForPreTraining", "masked_lm"),
     "span_corruption": ("AutoModelForSeq2SeqLM", "seq2seq_lm"),
+    "blank_infilling": ("AutoModelForCausalLM", "causal_lm"),
 }
 
 
@@ -50,13 +52,15 @@ def run(recipe, callbacks: list | None = None, resume: bool = False) -> Path:
 
     # --- data, model, examples ------------------------------------------------------------------------
     texts = read_texts(recipe)
-    model, tokenizer, fresh, origin = load_model(recipe.model, task, cfg.seed)
+    model, tokenizer, fresh, origin, notes = load_model(recipe.model, task, cfg.seed, cfg.max_length)
     check_resumable(recipe.method.type, fresh, cfg.save_every)
     examples = build_examples(texts, tokenizer, task, cfg.max_length, recipe.data.seed)
     unknown = unknown_share(examples["train"], tokenizer, task.masked, recipe.model.name)
 
     # --- run folder (only now: a bad recipe, data or model leaves nothing behind), method -------------
     run_dir = start_run(recipe, resume, texts, examples, fresh)
+    for note in notes:  # blank_infilling: tokens added, block-position embedding loaded
+        run_dir.log(note)
     if unknown >= UNKNOWN_WARNING:
         run_dir.log(
             f"warning: {unknown:.0%} of the training tokens are unknown to the tokenizer of "
@@ -108,11 +112,12 @@ def read_texts(recipe) -> dict[str, list[str]]:
     return texts
 
 
-def load_model(model_cfg, task, seed: int):
+def load_model(model_cfg, task, seed: int, max_length: int = 512):
     """(model with the objective's head, tokenizer, names of freshly initialised parameters, origin: the
-    checkpoint folder and the names of its tensors the model has no place for).
+    checkpoint folder and the names of its tensors the model has no place for, log lines).
 
-    `nsp_classes: 3` replaces the 2-way sentence-pair layer by a fresh 3-way one."""
+    `nsp_classes: 3` replaces the 2-way sentence-pair layer by a fresh 3-way one; blank_infilling adds its
+    tokens and block-position embedding (lmadapt.training.blank_infilling.prepare_model)."""
     import torch
     import transformers
 
@@ -141,7 +146,13 @@ def load_model(model_cfg, task, seed: int):
         fresh = sorted({*fresh, *three_way_head(model, model_cfg.name)})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, fresh, (Path(path), sorted(info["unexpected_keys"]))
+    notes = []
+    if task.objective == "blank_infilling":
+        from ..training.blank_infilling import prepare_model
+
+        added, notes = prepare_model(model, tokenizer, max_length, Path(path), model_cfg.name)
+        fresh = sorted({*fresh, *added})
+    return model, tokenizer, fresh, (Path(path), sorted(info["unexpected_keys"])), notes
 
 
 def check_model_kind(config, objective: str, name: str) -> None:
@@ -165,6 +176,7 @@ def check_tokenizer(tokenizer, objective: str, name: str) -> None:
     needs = {"clm": ["eos_token"], "mlm": ["cls_token", "sep_token", "mask_token"]}
     needs |= {"nsp": ["cls_token", "sep_token"], "mlm+nsp": needs["mlm"]}
     needs["span_corruption"] = ["eos_token", "pad_token"]
+    needs["blank_infilling"] = ["eos_token"]
     missing = [t for t in needs[objective] if getattr(tokenizer, t, None) is None]
     if missing:
         raise RecipeError(
@@ -194,6 +206,8 @@ def build_examples(texts, tokenizer, task, max_length: int, seed: int) -> dict[s
     for name, docs in texts.items():
         if task.objective == "span_corruption":
             out[name] = span_blocks(tokenize_documents(docs, tokenizer), tokenizer, task, max_length)
+        elif task.objective == "blank_infilling":
+            out[name] = infill_blocks(tokenize_documents(docs, tokenizer), tokenizer, task, max_length)
         elif task.objective == "clm":
             out[name] = clm_blocks(
                 tokenize_documents(docs, tokenizer), tokenizer.eos_token_id, max_length, task.pack
@@ -229,6 +243,25 @@ def span_blocks(docs: list[dict], tokenizer, task, max_length: int) -> list[dict
     sentinel_ids(tokenizer, noise_counts(max_length - 1, task.noise_density, task.mean_span_length)[1])
     blocks = clm_blocks(docs, tokenizer.eos_token_id, max_length - 1, task.pack)
     return [{"input_ids": b["input_ids"]} for b in blocks if len(b["input_ids"]) >= 2]
+
+
+def infill_blocks(docs: list[dict], tokenizer, task, max_length: int) -> list[dict]:
+    """blank_infilling: EOS-joined blocks short enough that Part A + Part B fit max_length."""
+    from ..data.corpus import clm_blocks
+    from ..training.blank_infilling import block_width
+
+    if not docs:
+        return []
+    blocks = clm_blocks(docs, tokenizer.eos_token_id, block_width(max_length, task.noise_density), task.pack)
+    return [{"input_ids": b["input_ids"]} for b in blocks if len(b["input_ids"]) >= 2]
+
+
+def infiller(task, tokenizer, seed: int | None = None):
+    """The recipe's blank infilling (share masked, Poisson lambda); `seed`: its own generator."""
+    from ..training.blank_infilling import BlankInfiller, special_token_ids
+
+    ids = special_token_ids(tokenizer)
+    return BlankInfiller(ids, tokenizer.pad_token_id, task.noise_density, task.mean_span_length, seed)
 
 
 def span_corrupter(task, tokenizer, max_length: int, seed: int | None = None):
@@ -305,6 +338,7 @@ def adapt(model, method_cfg, objective: str, fresh: list[str]):
 def held_out_measure(task, tokenizer, features: list[dict], cfg):
     """measure(model, when, log) -> the held-out metrics, keys suffixed `_before` when `when` is before.
     Masked-LM examples are masked once here (seeded), so before and after see the same positions."""
+    from ..training.blank_infilling import BlankCollator, infill_once
     from ..training.pretraining import LmCollator, fix_masks, lm_metrics, pseudo_perplexity
     from ..training.seq2seq import corrupt_once
 
@@ -312,6 +346,9 @@ def held_out_measure(task, tokenizer, features: list[dict], cfg):
     scored = fix_masks(features, masker(task, tokenizer, cfg.seed)) if task.masked else features
     if task.objective == "span_corruption":
         scored = corrupt_once(features, span_corrupter(task, tokenizer, cfg.max_length, cfg.seed))
+    if task.objective == "blank_infilling":
+        scored = infill_once(features, infiller(task, tokenizer, cfg.seed))
+        plain = BlankCollator(tokenizer.pad_token_id)
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     sample = features[: task.pseudo_perplexity_examples] if task.masked else []
 
@@ -345,6 +382,7 @@ def build_trainer(recipe, model, tokenizer, examples: dict, run_dir: RunDir):
     """The Trainer: masks drawn per training batch from torch's RNG (restored on resume); the eval loss per
     eval.every on held-out examples masked once."""
     from ..training.arguments import training_arguments
+    from ..training.blank_infilling import BlankCollator, infill_once
     from ..training.pretraining import LmCollator, PretrainTrainer, fix_masks
     from ..training.seq2seq import corrupt_once
 
@@ -355,11 +393,17 @@ def build_trainer(recipe, model, tokenizer, examples: dict, run_dir: RunDir):
         evals = fix_masks(evals, masker(task, tokenizer, cfg.seed))
     if spans and evals:
         evals = corrupt_once(evals, span_corrupter(task, tokenizer, cfg.max_length, cfg.seed))
+    blanks = task.objective == "blank_infilling"
+    corrupter = span_corrupter(task, tokenizer, cfg.max_length) if spans else None
+    if blanks:
+        evals = infill_once(evals, infiller(task, tokenizer, cfg.seed)) if evals else evals
+        corrupter = infiller(task, tokenizer)
     labels = {
         "clm": ["labels"],
         "mlm": ["labels"],
         "nsp": ["next_sentence_label"],
         "span_corruption": ["labels"],
+        "blank_infilling": ["labels"],
     }
     args = training_arguments(
         cfg, str(run_dir / "checkpoints"), eval_every=recipe.eval.every, has_eval=bool(evals),
@@ -370,25 +414,30 @@ def build_trainer(recipe, model, tokenizer, examples: dict, run_dir: RunDir):
     return PretrainTrainer(
         model=model,
         args=args,
-        data_collator=LmCollator(tokenizer),
+        data_collator=BlankCollator(tokenizer.pad_token_id) if blanks else LmCollator(tokenizer),
         train_dataset=examples["train"],
         eval_dataset=[{k: v for k, v in f.items() if k != "word_start"} for f in evals] or None,
         processing_class=tokenizer,
         masker=masker(task, tokenizer) if task.masked else None,
-        corrupter=span_corrupter(task, tokenizer, cfg.max_length) if spans else None,
+        corrupter=corrupter,
     )
 
 
 def save_model(model, tokenizer, origin: tuple[Path, list[str]], run_dir: RunDir) -> Path:
-    """`model/`: the whole model (LoRA merged) + tokenizer, plus checkpoint tensors it does not hold."""
+    """`model/`: the whole model (LoRA merged) + tokenizer, plus checkpoint tensors it does not hold
+    (blank_infilling: its block-position embedding goes beside it, see lmadapt.training.blank_infilling)."""
+    from ..training.blank_infilling import pop_block_positions, save_block_positions
     from ..utils.io import atomic_path
 
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    block_positions = pop_block_positions(model)
     with atomic_path(run_dir / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         carried = carry_unused_tensors(*origin, tmp, model)
+        if block_positions is not None:
+            save_block_positions(block_positions, tmp)
     if carried:
         run_dir.log(
             f"model/: kept {len(carried)} checkpoint tensors the objective does not use: {', '.join(carried)}"

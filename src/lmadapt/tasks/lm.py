@@ -1,4 +1,5 @@
-"""`lm`: self-supervised (continued) pretraining on raw text: causal LM, masked LM, next-sentence prediction.
+"""`lm`: self-supervised (continued) pretraining on raw text: causal LM, masked LM, next-sentence prediction,
+span corruption (T5), blank infilling (GLM).
 
 Only its recipe section lives here; stage pretrain (lmadapt/stages/pretrain.py) trains it, with the corpus
 readers and example builders of lmadapt/data/corpus.py and the batching of lmadapt/training/lm_collator.py,
@@ -15,18 +16,23 @@ from pydantic import Field, field_validator, model_validator
 from ..config.base import Section
 from ..config.fields import FieldNames, as_list
 
-OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp", "span_corruption")
+OBJECTIVES = ("clm", "mlm", "nsp", "mlm+nsp", "span_corruption", "blank_infilling")
 
 
 class LmConfig(Section):
     """Pretraining on raw text: `objective` says what the model learns to predict."""
 
     type: Literal["lm"] = "lm"
-    objective: Literal["clm", "mlm", "nsp", "mlm+nsp", "span_corruption"] = Field(
+    objective: Literal["clm", "mlm", "nsp", "mlm+nsp", "span_corruption", "blank_infilling"] = Field(
         description=(
             "clm: next token (decoders); mlm: masked tokens (BERT-style encoders); nsp: is sentence B the "
             "one after A; mlm+nsp: both heads at once, as BERT was pretrained; span_corruption: T5's "
-            "objective for encoder-decoder models (dropped spans -> sentinels in the input, the spans decoded)."
+            "objective for encoder-decoder models (dropped spans -> sentinels in the input, the spans decoded); "
+            "blank_infilling: GLM's objective for decoder-only models (each sampled span -> one [MASK] in a "
+            "bidirectional Part A; the spans, shuffled, generated after it as Part B, [START] span [END]; "
+            "2-D positions). [MASK]/[START]/[END] are added to the tokenizer if missing; the learned second "
+            "position embedding is training scaffolding: model/ is the plain causal LM, the embedding is "
+            "saved beside it (block_positions.safetensors) for a later blank_infilling run."
         )
     )
     text: FieldNames = Field(
@@ -56,10 +62,18 @@ class LmConfig(Section):
         False, description="mlm: choose whole words (all their sub-word tokens at once), not single tokens."
     )
     noise_density: float = Field(
-        0.15, gt=0, lt=1, description="span_corruption: share of each block's tokens that are dropped."
+        0.15,
+        gt=0,
+        lt=1,
+        description="span_corruption: share of each block's tokens that are dropped; blank_infilling: masked.",
     )
     mean_span_length: float = Field(
-        3.0, ge=1, description="span_corruption: mean length of a dropped span, in tokens."
+        3.0,
+        ge=1,
+        description=(
+            "span_corruption: mean length of a dropped span, in tokens; blank_infilling: the Poisson lambda "
+            "of the span lengths (GLM: 3)."
+        ),
     )
     nsp_classes: Literal[2, 3] = Field(
         2,

@@ -1,5 +1,5 @@
-"""Batching, masking, loss and held-out metrics of stage pretrain (clm, mlm, nsp, mlm+nsp, span_corruption:
-the span corruption itself lives in seq2seq.py).
+"""Batching, masking, loss and held-out metrics of stage pretrain (clm, mlm, nsp, mlm+nsp, span_corruption,
+blank_infilling: the span corruption itself lives in seq2seq.py, GLM's blank infilling in blank_infilling.py).
 
 - `LmCollator` pads a batch (labels with -100); for masked LM, `Masker` chooses the positions to predict,
   per batch in the training step: token by token with transformers' `DataCollatorForLanguageModeling.torch_mask_tokens`
@@ -171,7 +171,7 @@ class PretrainTrainer(ResumableTrainer):
     def __init__(self, *args, masker: Masker | None = None, corrupter=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.masker = masker
-        self.corrupter = corrupter  # span_corruption: a seq2seq.SpanCorrupter
+        self.corrupter = corrupter  # a seq2seq.SpanCorrupter or a blank_infilling.BlankInfiller
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -180,6 +180,10 @@ class PretrainTrainer(ResumableTrainer):
             inputs["input_ids"], inputs["labels"] = self.masker(inputs["input_ids"], word_start)
         if self.corrupter is not None and "labels" not in inputs:  # held-out batches come corrupted already
             inputs = self.corrupter.batch(inputs["input_ids"], inputs["attention_mask"])
+        if "part_a_length" in inputs:  # blank_infilling: its own forward (2-D positions, GLM's mask) and loss
+            from .blank_infilling import blank_loss
+
+            return blank_loss(model, inputs, return_outputs)
         parts = masked_head(self.accelerator.unwrap_model(model))
         if "next_sentence_label" not in inputs and (
             parts is None or return_outputs or "labels" not in inputs
@@ -201,7 +205,9 @@ class PretrainTrainer(ResumableTrainer):
 def lm_metrics(model, features: list[dict], collator, objective: str, batch_size: int) -> dict[str, float]:
     """Held-out metrics of `objective` over `features` (already masked for mlm), token-weighted:
     clm: loss, perplexity, next_token_accuracy; mlm: mlm_loss, mlm_accuracy (top-1 at chosen positions);
-    nsp: nsp_loss, nsp_accuracy; span_corruption: span_loss, span_accuracy (of the decoded targets). The higher-is-better accuracy comes first (compare ranks by it)."""
+    nsp: nsp_loss, nsp_accuracy; span_corruption: span_loss, span_accuracy (of the decoded targets);
+    blank_infilling: blank_loss, blank_accuracy (of the Part B targets). The higher-is-better accuracy comes
+    first (compare ranks by it)."""
     sums = {"lm_loss": 0.0, "lm_hits": 0, "lm_n": 0, "nsp_loss": 0.0, "nsp_hits": 0, "nsp_n": 0}
     model.eval()
     device = next(model.parameters()).device
@@ -217,6 +223,11 @@ def lm_metrics(model, features: list[dict], collator, objective: str, batch_size
                 continue
             if objective == "span_corruption":  # the decoder reads the targets (shifted), scored at each
                 _add_tokens(sums, model(**batch, labels=labels).logits, labels)
+                continue
+            if objective == "blank_infilling":  # labels are the target at each position (not shifted)
+                from .blank_infilling import blank_logits
+
+                _add_tokens(sums, blank_logits(model, batch), labels)
                 continue
             outputs = model(**batch)
             if objective == "clm":
@@ -249,6 +260,8 @@ def _summarise(sums: dict, objective: str) -> dict[str, float]:
         out |= {"mlm_accuracy": sums["lm_hits"] / n, "mlm_loss": sums["lm_loss"] / n}
     if objective == "span_corruption":
         out |= {"span_accuracy": sums["lm_hits"] / n, "span_loss": sums["lm_loss"] / n}
+    if objective == "blank_infilling":
+        out |= {"blank_accuracy": sums["lm_hits"] / n, "blank_loss": sums["lm_loss"] / n}
     if objective in ("nsp", "mlm+nsp"):
         out |= {"nsp_accuracy": sums["nsp_hits"] / m, "nsp_loss": sums["nsp_loss"] / m}
     return {k: round(v, 4) for k, v in out.items()}
