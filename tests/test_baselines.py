@@ -326,10 +326,9 @@ def test_old_run_folders_without_an_analyzer_load_as_word_ngrams(tmp_path):
     [
         (
             {"type": "tfidf"},
-            {"type": "span"},
-            r"method\.type: method tfidf serves classify, pair and tag tasks, not task type 'span'",
+            {"type": "keywords"},
+            r"method\.type: method tfidf serves classify, pair, tag and span tasks, not task type 'keywords'",
         ),
-        ({"type": "tfidf"}, {"type": "keywords"}, r"not task type 'keywords'"),
         ({"type": "keyphrase"}, {"type": "classify"}, r"method keyphrase serves keywords tasks"),
         ({"type": "tfidf", "C_grid": [0, 1]}, {"type": "classify"}, r"method\.C_grid: every C must be > 0"),
         (

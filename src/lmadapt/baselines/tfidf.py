@@ -1,4 +1,5 @@
-"""`method: tfidf`: TF-IDF features + logistic regression, the non-neural floor for classify, pair and tag tasks.
+"""`method: tfidf`: TF-IDF features + logistic regression, the non-neural floor for classify, pair, tag and span
+tasks.
 
 What a practitioner tunes by hand, done by default (the recipe section is lmadapt/methods/tfidf.py):
 - **Analyzer by script.** `analyzer: auto` counts the letters of the training text: when most are in a
@@ -23,6 +24,14 @@ left), plus the first and last character of a token longer than one (word-level 
 for Chinese characters that is a per-character classifier on character n-gram windows. No transition
 model: a predicted entity may start with I- (seqeval counts it as a start), and C is chosen by
 cross-validation over folds of whole sentences, scored by macro-F1 over the tokens' tags.
+
+Span tasks (extractive QA, `analyzer: sentence`) select a sentence: the context is cut into sentences
+(`sentence_spans`), each is classified as holding the answer or not, and the best-scoring sentence of a record
+is its predicted span. A sentence's features are its word n-grams and its position (from the start and from
+the end), each also crossed with every word of the question, plus how many of the question's words it
+shares; the training label marks the sentence that overlaps the gold answer most. It can only ever answer
+with a whole sentence: a floor for answers that are sentences, a weak one for short answers. C is chosen by
+cross-validation over folds of whole records (macro-F1 over the sentences' labels).
 """
 
 from __future__ import annotations
@@ -42,7 +51,9 @@ from ..utils.seed import seed_everything
 
 VOCAB_FILE = "tfidf.json"
 WEIGHTS_FILE = "logreg.safetensors"
-TASK_TYPES = ("classify", "pair", "tag")
+TASK_TYPES = ("classify", "pair", "tag", "span")
+SPAN_LABELS = ["other", "answer"]  # span tasks: is this sentence of the context the answer?
+POSITION_CAP = 9  # sentence positions beyond this (from the start or the end) share one feature
 WINDOW_PAD = ("<s>", "</s>")  # the tokens before the first and after the last one, in tag features
 # Scripts written without spaces between words: Han, kana, Thai, Lao, Myanmar, Khmer (not Hangul: Korean
 # separates words by spaces).
@@ -79,6 +90,57 @@ def window_features(tokens: list[str], window: int, ngram_range: tuple[int, int]
     return out
 
 
+# A sentence ends at . ! ? (and any closing quotes or brackets) before a space and a character that is not a
+# lowercase Latin letter ("e.g. the" does not end one), or at a CJK full stop, ! or ?.
+_SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[^a-z\s])|([\u3002\uff01\uff1f])")
+_WORD = re.compile(r"\w+")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of each sentence of `text`, without surrounding whitespace."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        end = m.end(1) if m.group(1) else m.end(2)
+        spans.append((start, end))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        piece = text[a:b]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            out.append((a + lead, a + len(piece.rstrip())))
+    return out
+
+
+def sentence_features(question: str, context: str, ngram_range: tuple[int, int]) -> list[list[str]]:
+    """Each sentence's features (`sentence_spans` order): its word n-grams (`w:`), its position from the start
+    and the end (`pos:`, `end:`), the same crossed with each question word (`q&f`), and `overlap:k`, the
+    number of distinct question words it contains (capped at 5). Lowercased words (`\\w+`)."""
+    low, high = ngram_range
+    q_words = sorted(set(_WORD.findall(question.lower())))
+    spans = sentence_spans(context)
+    out = []
+    for i, (a, b) in enumerate(spans):
+        words = _WORD.findall(context[a:b].lower())
+        grams = [
+            f"w:{' '.join(words[j : j + n])}" for n in range(low, high + 1) for j in range(len(words) - n + 1)
+        ]
+        where = [f"pos:{min(i, POSITION_CAP)}", f"end:{min(len(spans) - 1 - i, POSITION_CAP)}"]
+        unigrams = [f"w:{w}" for w in dict.fromkeys(words)]
+        crossed = [f"{q}&{f}" for q in q_words for f in unigrams + where]
+        overlap = len(set(words) & set(q_words))
+        out.append(grams + where + crossed + [f"overlap:{min(overlap, 5)}"])
+    return out
+
+
+def answer_sentence(context: str, answer: dict) -> int:
+    """Index of the sentence (`sentence_spans`) that overlaps the answer {text, start} most (first on ties)."""
+    a_start, a_end = answer["start"], answer["start"] + len(answer["text"])
+    overlaps = [min(b, a_end) - max(a, a_start) for a, b in sentence_spans(context)]
+    return int(np.argmax(overlaps)) if overlaps else 0
+
+
 def _as_given(features: list[str]) -> list[str]:
     """The vectorizer's analyzer for tag features: each token's document is its list of features already."""
     return features
@@ -87,8 +149,8 @@ def _as_given(features: list[str]) -> list[str]:
 class TfidfModel:
     """A fitted vectorizer plus linear weights [n_out, n_features] and bias [n_out].
 
-    mode: "single", "multi_label", "pair", or "tag" (one row per token; `window` and `ngram_range` make
-    its features)."""
+    mode: "single", "multi_label", "pair", "tag" (one row per token; `window` and `ngram_range` make
+    its features) or "span" (one row per sentence of the context; labels SPAN_LABELS)."""
 
     def __init__(
         self,
@@ -106,15 +168,19 @@ class TfidfModel:
         self.fit_info: dict = {}  # analyzer choice, C, cross-validation scores (saved with the model)
 
     def documents(self, texts) -> list:
-        """What the vectorizer reads: texts (both sides of pairs), or each token's window features (tag)."""
+        """What the vectorizer reads: texts (both sides of pairs), each token's window features (tag), or each
+        sentence's features (span: `texts` are (question, context) pairs)."""
         if self.mode == "pair":
             return [t for pair in texts for t in pair]
         if self.mode == "tag":
             return [f for tokens in texts for f in window_features(tokens, self.window, self.ngram_range)]
+        if self.mode == "span":
+            return [f for q, c in texts for f in sentence_features(q, c, self.ngram_range)]
         return texts
 
     def features(self, texts: list[str] | list[tuple[str, str]] | list[list[str]]):
-        """One row per text (classify), pair, or token of every sentence in order (tag)."""
+        """One row per text (classify), pair, token of every sentence in order (tag), or sentence of every
+        context in order (span)."""
         from scipy.sparse import hstack
 
         if self.mode != "pair":
@@ -127,9 +193,12 @@ class TfidfModel:
         return np.asarray(self.features(texts) @ self.weights.T) + self.bias
 
     def predict(self, texts) -> list:
-        """A label (set) per text or pair; for tag, a list of tags per sentence."""
+        """A label (set) per text or pair; for tag, a list of tags per sentence; for span, the best-scoring
+        sentence of each (question, context)."""
         if self.mode == "tag" and not any(texts):
             return [[] for _ in texts]  # no token at all: nothing to score
+        if self.mode == "span":
+            return self._best_sentences(texts)
         scores = self.scores(texts)
         if self.mode == "multi_label":
             return [[label for label, s in zip(self.labels, row, strict=True) if s > 0] for row in scores]
@@ -142,15 +211,32 @@ class TfidfModel:
         ends = np.cumsum([len(tokens) for tokens in texts])
         return [flat[end - len(tokens) : end] for tokens, end in zip(texts, ends, strict=True)]
 
+    def _best_sentences(self, texts: list[tuple[str, str]]) -> list[str]:
+        spans = [sentence_spans(c) for _, c in texts]
+        if not any(spans):
+            return ["" for _ in texts]
+        scores = self.scores(texts)
+        answer = scores[:, -1] if scores.shape[1] == 1 else scores[:, 1] - scores[:, 0]  # "answer" vs "other"
+        out, row = [], 0
+        for (_, context), found in zip(texts, spans, strict=True):
+            if not found:
+                out.append("")
+                continue
+            a, b = found[int(np.argmax(answer[row : row + len(found)]))]
+            out.append(context[a:b])
+            row += len(found)
+        return out
+
     def save(self, run_dir: Path) -> Path:
         from safetensors.numpy import save_file
 
         vec = self.vectorizer
+        own = {"tag": "window", "span": "sentence"}.get(self.mode)  # analyzers that read feature lists
         record = {
             "labels": self.labels,
             "mode": self.mode,
-            "analyzer": "window" if self.mode == "tag" else vec.analyzer,
-            "ngram_range": list(self.ngram_range if self.mode == "tag" else vec.ngram_range),
+            "analyzer": own or vec.analyzer,
+            "ngram_range": list(self.ngram_range if own else vec.ngram_range),
             **({"window": self.window} if self.mode == "tag" else {}),
             "fit": self.fit_info,
             "vocabulary": {term: int(i) for term, i in vec.vocabulary_.items()},
@@ -188,10 +274,11 @@ class TfidfModel:
 
 
 def vectorizer(analyzer: str, ngram_range: tuple[int, int], max_features: int | None):
-    """A TfidfVectorizer; for "window" (tag tasks) one that reads lists of features (`window_features`)."""
+    """A TfidfVectorizer; for "window" (tag tasks) and "sentence" (span tasks) one that reads lists of
+    features (`window_features`, `sentence_features`)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    if analyzer == "window":
+    if analyzer in ("window", "sentence"):
         return TfidfVectorizer(analyzer=_as_given, max_features=max_features, sublinear_tf=True)
     return TfidfVectorizer(
         analyzer=analyzer, ngram_range=ngram_range, max_features=max_features, sublinear_tf=True
@@ -208,17 +295,22 @@ def unspaced_share(texts: list[str]) -> float:
 
 
 def feature_options(
-    method_cfg, texts: list[str], tag: bool = False
+    method_cfg, texts: list[str], tag: bool = False, span: bool = False
 ) -> tuple[list[tuple[str, tuple[int, int]]], str]:
     """The (analyzer, ngram range) options cross-validation chooses from, and why those.
 
     `auto` on space-delimited text adds AUTO_CHAR_WB to the word n-grams, unless the recipe sets the
     n-gram range (`ngram_max`), which then means word n-grams as before. A tag task (`tag`) always uses
-    "window" n-grams of tokens."""
+    "window" n-grams of tokens, a span task (`span`) "sentence" features."""
     analyzer, why = method_cfg.analyzer, "set in the recipe"
     extra = []
     if tag:
         analyzer, why = "window", f"tag task: n-grams of the tokens within {method_cfg.window} of each token"
+    elif span:
+        analyzer, why = (
+            "sentence",
+            "span task: each sentence of the context, its n-grams and position x question words",
+        )
     elif analyzer == "auto":
         share = unspaced_share(texts)
         analyzer = "char" if share > UNSPACED_SHARE else "word"
@@ -232,9 +324,12 @@ def feature_options(
 
 
 def inputs(task, records: list[dict]) -> list:
-    """The text (classify), (text_a, text_b) pair (pair) or list of tokens (tag) of each record."""
+    """The text (classify), (text_a, text_b) pair (pair), list of tokens (tag) or (question, context) (span)
+    of each record."""
     if task.cfg.type == "tag":
         return [task.words(r) for r in records]
+    if task.cfg.type == "span":
+        return [(r[task.cfg.question], r[task.cfg.context]) for r in records]
     return [task.texts(r) for r in records] if task.cfg.type == "pair" else [task.text(r) for r in records]
 
 
@@ -351,7 +446,7 @@ def option_name(option: tuple[str, tuple[int, int]]) -> str:
 
 
 def _mode(task) -> str:
-    if task.cfg.type in ("pair", "tag"):
+    if task.cfg.type in ("pair", "tag", "span"):
         return task.cfg.type
     return "multi_label" if task.multi_label else "single"
 
@@ -360,10 +455,11 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
     mode = _mode(task)
     texts = inputs(task, records)
     window = method_cfg.window if mode == "tag" else 0
+    labels = SPAN_LABELS if mode == "span" else task.labels
 
     def featurize(option) -> tuple[TfidfModel, object]:
         vec = vectorizer(option[0], option[1], method_cfg.max_features)
-        model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), task.labels, mode, option[1], window)
+        model = TfidfModel(vec, np.zeros((0, 0)), np.zeros(0), labels, mode, option[1], window)
         vec.fit(model.documents(texts))
         return model, model.features(texts)
 
@@ -376,17 +472,19 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
             index = {label: i for i, label in enumerate(task.labels)}
             y = np.array([index[tag] for tags in golds for tag in tags])
             groups = np.repeat(np.arange(len(golds)), [len(tags) for tags in golds])
+        elif mode == "span":  # one row per sentence of the context, 1 where it holds the answer
+            y, groups = _span_rows(task, records)
         else:
             y = np.array([task.labels.index(g) for g in golds])
         if len(set(y)) < 2:
             raise RecipeError("method tfidf: the training data has a single label; nothing to learn")
     flat = [t for pair in texts for t in pair] if mode == "pair" else texts
-    options, why = feature_options(method_cfg, flat, tag=mode == "tag")
+    options, why = feature_options(method_cfg, flat, tag=mode == "tag", span=mode == "span")
     option, C, cv_scores = select(method_cfg, options, featurize, y, seed, groups)
     model, x = featurize(option)
     coef, intercept = fit_linear(x, y, C, method_cfg.class_weight, seed)
     if mode != "multi_label":
-        coef, intercept = _all_labels(coef, intercept, np.unique(y), len(task.labels))
+        coef, intercept = _all_labels(coef, intercept, np.unique(y), len(labels))
     model.weights = np.asarray(coef, dtype=np.float64)
     model.bias = np.asarray(intercept, dtype=np.float64)
     model.fit_info = {
@@ -399,6 +497,20 @@ def fit(task, records: list[dict], method_cfg, seed: int) -> TfidfModel:
         "class_weight": method_cfg.class_weight,
     }
     return model
+
+
+def _span_rows(task, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(label per sentence: 1 for the one holding the gold answer, else 0; the record each sentence is of)."""
+    y, groups = [], []
+    for i, r in enumerate(records):
+        context = r[task.cfg.context]
+        n = len(sentence_spans(context))
+        if not n:
+            continue
+        target = answer_sentence(context, r[task.cfg.answer])
+        y += [int(j == target) for j in range(n)]
+        groups += [i] * n
+    return np.array(y), np.array(groups)
 
 
 def _all_labels(coef, intercept, classes, n_labels: int):
@@ -459,13 +571,18 @@ def run(recipe, resume: bool = False) -> Path:
     from ..tasks import get_task
 
     if recipe.task.type not in TASK_TYPES:
-        raise RecipeError(f"method tfidf supports classify, pair and tag tasks, not '{recipe.task.type}'")
-    tagging, analyzer = recipe.task.type == "tag", recipe.method.analyzer
-    if (analyzer not in ("auto", "window") and tagging) or (analyzer == "window" and not tagging):
-        fits = "auto or window" if tagging else "auto, word, char or char_wb"
         raise RecipeError(
-            f"method.analyzer: '{analyzer}' does not fit a {recipe.task.type} task; use {fits} "
-            "(window: n-grams of the tokens around each token, for tag tasks)"
+            f"method tfidf supports classify, pair, tag and span tasks, not '{recipe.task.type}'"
+        )
+    analyzer = recipe.method.analyzer
+    own = {"tag": "window", "span": "sentence"}  # task type -> the only analyzer (besides auto) that fits it
+    fits = ("auto", own[recipe.task.type]) if recipe.task.type in own else ("auto", "word", "char", "char_wb")
+    if analyzer not in fits:
+        raise RecipeError(
+            f"method.analyzer: '{analyzer}' does not fit a {recipe.task.type} task; use {', '.join(fits[:-1])} "
+            f"or {fits[-1]} "
+            "(window: n-grams of the tokens around each token, for tag tasks; sentence: sentence selection, "
+            "for span tasks)"
         )
     task = get_task(recipe.task)
     seed_everything(recipe.train.seed)
@@ -473,7 +590,8 @@ def run(recipe, resume: bool = False) -> Path:
     if not splits["train"]:
         raise RecipeError("data.train: the tfidf baseline needs training examples")
     run_dir = RunDir.start(recipe, resume)  # only now: bad data leaves nothing behind
-    recipe.task.labels = task.fit_labels(splits["train"])
+    if "labels" in type(recipe.task).model_fields:  # span tasks have none
+        recipe.task.labels = task.fit_labels(splits["train"])
     run_dir.write_config(recipe)
     findings, notes = task.findings(splits)  # tag tasks: the tag scheme, tags train never shows
     for note in notes:

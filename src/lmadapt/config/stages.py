@@ -122,7 +122,7 @@ def stage_problems(recipe) -> list[tuple[tuple, str]]:
 
 
 # baseline method -> the task types it serves (lmadapt/baselines/<method>.py; it stands in for finetune)
-BASELINE_TASKS = {"tfidf": ("classify", "pair", "tag"), "keyphrase": ("keywords",)}
+BASELINE_TASKS = {"tfidf": ("classify", "pair", "tag", "span"), "keyphrase": ("keywords",)}
 
 
 def baseline_problems(recipe) -> list[tuple[tuple, str]]:

@@ -1,10 +1,12 @@
-"""`tfidf`: the non-neural floor, TF-IDF features + logistic regression (classify, pair and tag tasks).
+"""`tfidf`: the non-neural floor, TF-IDF features + logistic regression (classify, pair, tag and span tasks).
 
 Only its recipe section lives here: it adapts no pretrained model, so it has no `METHOD`. It runs as a
 baseline in place of stage finetune (lmadapt/baselines/tfidf.py, dispatched by `stages.BASELINES`).
 The defaults are what a practitioner would tune by hand: the analyzer follows the script of the training
 text, C is chosen by cross-validation on the training split, and classes are weighted against imbalance.
 For tag tasks each token is classified on its own, from the n-grams of the tokens in a window around it.
+For span tasks (extractive QA) each sentence of the context is classified as the answer or not, and the best
+one is the predicted span (sentence selection).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from ..config.base import Section
 
 # analyzer -> the longest n-grams cross-validation chooses from when the recipe sets no ngram_max
 # (measured: docs/results-baselines.md)
-NGRAM_MAX = {"word": (1, 2), "char": (2, 3), "char_wb": (4, 5), "window": (2, 3)}
+NGRAM_MAX = {"word": (1, 2), "char": (2, 3), "char_wb": (4, 5), "window": (2, 3), "sentence": (1, 2)}
 
 
 class TfidfMethod(Section):
-    """Non-neural floor: TF-IDF features + logistic regression (classify, pair and tag tasks)."""
+    """Non-neural floor: TF-IDF features + logistic regression (classify, pair, tag and span tasks)."""
 
     type: Literal["tfidf"] = "tfidf"
-    analyzer: Literal["auto", "word", "char", "char_wb", "window"] = Field(
+    analyzer: Literal["auto", "word", "char", "char_wb", "window", "sentence"] = Field(
         "auto",
         description=(
             "Features: 'word' n-grams, 'char' n-grams, or 'char_wb' (character n-grams inside word "
@@ -32,7 +34,9 @@ class TfidfMethod(Section):
             "without spaces (Chinese, Japanese, Thai, Lao, Khmer, Myanmar), else 'word' and 'char_wb' 2-5 "
             "(the latter only while ngram_max is null), chosen between by the cross-validation that "
             "chooses C. Tag tasks use 'window' (which 'auto' means there): each token's features are the "
-            "n-grams of the tokens within `window` of it, marked with their offset."
+            "n-grams of the tokens within `window` of it, marked with their offset. Span tasks use 'sentence' "
+            "(which 'auto' means there): each sentence of the context is scored as the answer from its word "
+            "n-grams and position, crossed with the question's words; the best one is the predicted span."
         ),
     )
     window: int = Field(
@@ -51,7 +55,7 @@ class TfidfMethod(Section):
         le=6,
         description=(
             "Longest n-gram; default (null): chosen by the cross-validation that chooses C, from word 1 or "
-            "2, char 2 or 3, char_wb 4 or 5, window 2 or 3 (tokens)."
+            "2, char 2 or 3, char_wb 4 or 5, window 2 or 3 (tokens), sentence 1 or 2 (words)."
         ),
     )
     max_features: int | None = Field(

