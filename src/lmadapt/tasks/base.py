@@ -11,11 +11,25 @@ apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import RecipeError
+
+# `task.attention` of the token-level tasks (tag, span): one option, one description, applied in build_model
+Attention = Literal["causal", "bidirectional"]
+ATTENTION = Field(
+    "causal",
+    description=(
+        "causal: the backbone's own attention (a decoder reads each token from the tokens before it and "
+        "itself). bidirectional: every token also sees the tokens after it (LLM2Vec-style, the causal mask "
+        "dropped; no masked-token pretraining step, the task training adapts to it): only for decoders whose "
+        "transformers code has a flag for it (Gemma 3 text); any other model, an encoder included (it is "
+        "bidirectional already), is a recipe error."
+    ),
+)
 
 
 @dataclass
@@ -142,10 +156,11 @@ def build_model(model_cfg, task: Task, seed: int = 0):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
     if not tokenizer.is_fast:
         raise RecipeError(f"model {model_cfg.name!r}: a fast tokenizer is needed (offsets and word ids)")
+    attention = attention_kwargs(getattr(task.cfg, "attention", "causal"), model_cfg.name, path, common)
     torch.manual_seed(seed)
     with model_load_errors(model_cfg.name):
         model = head_class(task, path, common).from_pretrained(
-            path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **common
+            path, dtype=getattr(torch, model_cfg.dtype), **task.model_kwargs(), **attention, **common
         )
     if tokenizer.pad_token is None:  # decoder tokenizers: pad with EOS so batches can be padded
         tokenizer.pad_token = tokenizer.eos_token
@@ -157,6 +172,21 @@ def build_model(model_cfg, task: Task, seed: int = 0):
         # padding, which decoder tokenizers (Gemma 3's, left) do not always have.
         tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def attention_kwargs(attention: str, name: str, path: str, common: dict) -> dict:
+    """Config keyword arguments for `task.attention` ({} for causal); a RecipeError where the model has no
+    way to attend both ways (lmadapt.tasks.heads.BIDIRECTIONAL says which model types do)."""
+    if attention == "causal":
+        return {}
+    import transformers
+
+    from ..sources import model_load_errors
+    from .heads import bidirectional_kwargs
+
+    with model_load_errors(name):
+        config = transformers.AutoConfig.from_pretrained(path, **common)
+    return bidirectional_kwargs(config, name)
 
 
 def head_class(task: Task, path: str, common: dict):

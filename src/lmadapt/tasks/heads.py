@@ -11,8 +11,11 @@ it through `modules_to_save`); `save_pretrained` (safetensors) and `from_pretrai
 back and, given a base checkpoint instead, puts a new head on it.
 
 A decoder sees only left context, so a word's tag (or an answer's start) is read from the words before it and
-itself, never the ones after. Bidirectional attention on the decoder (LLM2Vec-style: drop the causal mask,
-then adapt with masked next-token prediction) is a possible option for these tasks; it is not built.
+itself, never the ones after. `task.attention: bidirectional` (tag and span) drops the causal mask
+(LLM2Vec-style, without LLM2Vec's masked next-token pretraining step: the task's own training adapts the
+backbone) where transformers' modeling code has a flag for it that every attention implementation and the
+sliding-window layers obey (`BIDIRECTIONAL`); `build_model` passes the flag into the backbone's config, so it
+is saved with a full model, and a run's reload (which rebuilds the base from the recipe) gets it too.
 """
 
 from __future__ import annotations
@@ -22,9 +25,41 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, TokenClassifierOutput
 
+from ..errors import RecipeError
+
 IGNORE = -100
+# model type -> its config flag that drops the causal mask, checked in transformers 5's modeling code: Gemma 3
+# text ORs an all-true mask into its full-attention masks and a symmetric window into its sliding-window ones,
+# in eager and SDPA alike, and marks its attention modules non-causal (flash attention). Not listed though
+# their configs have the field: Gemma and Gemma 2 read it only for the modules' SDPA `is_causal`, not for the
+# mask; Gemma 3n's modeling code never reads it. Other decoders (Llama...): masking_utils reads a
+# `config.is_causal = False`, but the attention modules keep `is_causal = True`, which flash attention obeys.
+BIDIRECTIONAL = {"gemma3_text": "use_bidirectional_attention"}
+# what that flag sets in a config: itself and, in Gemma 3, the sliding window
+BIDIRECTIONAL_FIELDS = ("use_bidirectional_attention", "sliding_window")
 # forward arguments meant for the wrapper (or the Trainer's loss), not for the backbone
 NOT_FOR_BACKBONE = ("return_dict", "num_items_in_batch")
+
+
+def bidirectional_kwargs(config: PreTrainedConfig, name: str) -> dict:
+    """The config keyword arguments that make this model type attend both ways; a RecipeError naming the
+    model type where it cannot."""
+    flag = BIDIRECTIONAL.get(config.model_type)
+    if flag is None:
+        raise RecipeError(
+            f"task.attention: bidirectional: model {name!r} (model type {config.model_type!r}) has no "
+            f"bidirectional attention lmadapt can turn on (model types that have: {', '.join(BIDIRECTIONAL)}); "
+            "an encoder attends both ways already. Use task.attention: causal"
+        )
+    # transformers sets a from_pretrained keyword on a config after building it, so the config's own
+    # conversion for the flag (Gemma 3: a sliding window halved, as a bidirectional window reaches both ways)
+    # would not run; take every value it changes from a config built with the flag, as a saved one reloads
+    built = vars(type(config).from_dict({**config.to_dict(), flag: True}))
+    return {
+        key: value
+        for key, value in built.items()
+        if key in BIDIRECTIONAL_FIELDS and value != getattr(config, key)
+    }
 
 
 class BackboneModel(PreTrainedModel):

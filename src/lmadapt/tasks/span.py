@@ -15,7 +15,7 @@ from pydantic import Field
 from ..config.base import Section
 from ..errors import DataError
 from ..metrics import span_metrics
-from .base import Encoded, Task
+from .base import ATTENTION, Attention, Encoded, Task
 
 MAX_ANSWER = 30
 TOP_K = 20
@@ -29,6 +29,7 @@ class SpanConfig(Section):
         "answer", description="Field with {text, start} (start: character offset in context)."
     )
     id: str | None = None
+    attention: Attention = ATTENTION
 
 
 class SpanTask(Task):

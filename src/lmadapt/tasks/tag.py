@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 from ..config.base import Section
 from ..config.fields import unique_labels
 from ..metrics import entity_metrics, flat_tags, per_class_report, token_metrics
-from .base import Encoded, Task, label_error
+from .base import ATTENTION, Attention, Encoded, Task, label_error
 
 IGNORE = -100
 ENTITY_SCHEMES = ("IOB2", "IOB1", "BIOES")  # tag schemes that mark entities; any other tag set is "plain"
@@ -38,6 +38,7 @@ class TagConfig(Section):
     )
     labels: list[str] | None = Field(None, description="Tag set; default: from train.")
     id: str | None = None
+    attention: Attention = ATTENTION
 
     _distinct = field_validator("labels")(unique_labels)
 
