@@ -2,7 +2,7 @@
 
 Long contexts are cut into windows of `max_length` tokens overlapping by a quarter (the tokenizer's
 `stride`); a window without the whole answer is trained to point at [CLS]. Prediction takes, over all
-windows of a record, the best-scoring (start <= end, at most MAX_ANSWER tokens) span inside the context.
+windows of a record, the best-scoring (start <= end, at most `max_answer` tokens) span inside the context.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ..errors import DataError
 from ..metrics import span_metrics
 from .base import ATTENTION, Attention, Encoded, Task
 
-MAX_ANSWER = 30
 TOP_K = 20
 
 
@@ -30,6 +29,11 @@ class SpanConfig(Section):
     )
     id: str | None = None
     attention: Attention = ATTENTION
+    max_answer: int = Field(
+        30,
+        ge=1,
+        description="Longest answer predicted, in tokens (SQuAD's answers are short; sentences are not).",
+    )
 
 
 class SpanTask(Task):
@@ -97,7 +101,7 @@ class SpanTask(Task):
             ends = np.argsort(end_logits)[::-1][:TOP_K]
             for s in starts:
                 for e in ends:
-                    if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > MAX_ANSWER:
+                    if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > self.cfg.max_answer:
                         continue
                     score = float(start_logits[s] + end_logits[e])
                     if score > best[index][0]:
