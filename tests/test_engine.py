@@ -101,7 +101,7 @@ def test_stop_strings_cut_the_output(engine):
 
 def test_messages_use_the_chat_template_and_load_engine_reads_a_folder(tmp_path):
     folder = save_tiny(tmp_path / "tiny")
-    eng = load_engine(str(folder))
+    eng = load_engine(str(folder), dtype="float32")
     msgs = [{"role": "user", "content": "hello"}]
     assert eng.prompt_text(msgs) == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
     assert eng.generate([msgs], max_new_tokens=5) == eng.generate([eng.prompt_text(msgs)], max_new_tokens=5)
@@ -191,3 +191,45 @@ def test_streamed_deltas_never_show_a_stop_string_or_its_start(engine):
         shown += [d for _, d in batch.step()]
     assert "".join(shown) == full[: full.index(stop)] == seq.text
     assert seq.finish_reason == "stop"
+
+
+def test_decoding_past_the_caches_preallocated_room_matches_one_by_one(engine, monkeypatch):
+    """The KV cache writes in place into buffers with spare room and reallocates when it runs out: across
+    several reallocations, with rows joining and leaving, greedy tokens equal decoding each prompt alone."""
+    from lmadapt.infer import kv
+    from lmadapt.infer.decode import DecodeBatch
+
+    monkeypatch.setattr(kv, "ROOM", 3)  # a reallocation every 3 steps instead of every 128
+    alone = [manual_greedy_ids(engine, p, 20) for p in PROMPTS]
+    seqs = [engine.sequence(engine.encode(p), engine.decoding(max_new_tokens=20)) for p in PROMPTS]
+    batch = DecodeBatch(engine.model, engine.tokenizer.pad_token_id)
+    batch.add(seqs[:2])
+    for _ in range(5):
+        batch.step()
+    batch.add(seqs[2:])  # joins mid-room
+    for _ in range(4):
+        batch.step()
+    seqs[0].cancel()
+    while len(batch):
+        batch.step()
+    for i in (1, 2, 3):
+        assert seqs[i].new_ids == alone[i]
+    assert seqs[0].new_ids == alone[0][: len(seqs[0].new_ids)]
+
+
+def test_roomy_layer_writes_in_place_until_its_room_runs_out():
+    from lmadapt.infer.kv import ROOM, RoomyCache
+
+    cache = RoomyCache()
+    k = torch.randn(2, 3, 5, 4)
+    keys, _ = cache.update(k, k + 1, 0)
+    buffer = cache.layers[0]._k
+    assert torch.equal(keys, k) and buffer.shape[-2] == 5 + ROOM
+    for _ in range(ROOM):
+        new = torch.randn(2, 3, 1, 4)
+        keys, values = cache.update(new, new + 1, 0)
+        assert torch.equal(keys[:, :, -1:], new) and torch.equal(values[:, :, :5], k + 1)
+    assert cache.layers[0]._k is buffer  # ROOM appends: no new buffer
+    cache.update(torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4), 0)
+    assert cache.layers[0]._k is not buffer and cache.get_seq_length() == 5 + ROOM + 1
+    assert torch.equal(cache.layers[0].keys[:, :, :5], k)

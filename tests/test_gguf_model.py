@@ -204,8 +204,8 @@ def test_a_gguf_model_generates_like_its_converted_folder(home, tmp_path):
     gguf = tmp_path / "tiny.gguf"
     write_tiny_gguf(gguf)
     prompts = [[{"role": "user", "content": "hello how are you"}]]
-    by_file = load_engine(str(gguf)).generate(prompts, max_new_tokens=6)
-    by_folder = load_engine(resolve_model(str(gguf))).generate(prompts, max_new_tokens=6)
+    by_file = load_engine(str(gguf), dtype="float32").generate(prompts, max_new_tokens=6)
+    by_folder = load_engine(resolve_model(str(gguf)), dtype="float32").generate(prompts, max_new_tokens=6)
     assert by_file == by_folder and by_file[0]
 
 

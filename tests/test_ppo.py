@@ -265,9 +265,9 @@ def test_ppo_raises_a_reward_that_prefers_one_token(tiny_dir, tmp_path, reward_m
         ppo={"steps": 10, "kl_coef": 0.0, "no_eos_penalty": 0.0, "ppo_epochs": 4, "prompts_per_step": 16},
         train={"lr": 5e-2},
     )  # fmt: skip
+    torch.manual_seed(0)  # the value head's init and the rollouts' draws: the same whatever ran before
     setup, records, prompts = tiny_setup(recipe, tmp_path)
     reward = build_reward(recipe.reward)
-    torch.manual_seed(0)  # the rollouts sample from torch's global RNG: the same draws whatever ran before
     for step in range(1, recipe.ppo.steps + 1):
         stats = ppo.train_step(setup, recipe, records, prompts, reward, None, step)
     for key in ("reward", "kl", "entropy", "answer_tokens", "clip_frac", "value_loss", "kl_coef", "no_eos"):
@@ -303,7 +303,7 @@ def test_a_metric_reward_logs_and_the_reloaded_policy_matches(tiny_dir, tmp_path
     # generate, chat and serve load a ppo run folder as they load an sft one: the same policy
     from lmadapt.infer.engine import load_engine
 
-    served = load_engine(str(run)).generate([prompt_messages(recipe.task, r) for r in records],
+    served = load_engine(str(run), dtype="float32").generate([prompt_messages(recipe.task, r) for r in records],
                                             max_new_tokens=6, batch_size=4)  # fmt: skip
     assert served == outputs
 

@@ -118,13 +118,13 @@ def test_full_sft_learns_the_answers_and_generation_reproduces_one(full_run, t5_
     assert metrics["final"]["eval"]["loss"] < 0.3 * metrics["final"]["eval"]["loss_before"]
     assert (full_run / "model" / "model.safetensors").is_file()
     assert "packing off (encoder-decoder)" in (full_run / "log.txt").read_text()
-    engine = load_engine(str(full_run))
+    engine = load_engine(str(full_run), dtype="float32")
     assert engine.is_seq2seq
     outputs = engine.generate(PROMPTS, max_new_tokens=12)
     golds = [o for _, o in PAIRS]
     assert sum(o.strip() == g for o, g in zip(outputs, golds, strict=True)) >= 4, outputs
     assert metrics["final"]["eval"]["rouge_l"] > 0.6  # sft's own generative eval, through the same engine
-    base = load_engine(str(t5_dir)).generate(PROMPTS, max_new_tokens=12)
+    base = load_engine(str(t5_dir), dtype="float32").generate(PROMPTS, max_new_tokens=12)
     assert base != outputs
 
 
@@ -179,9 +179,9 @@ def test_lora_sft_reloads_to_identical_generations(tmp_path, t5_dir, monkeypatch
     assert config["task_type"] == "SEQ_2_SEQ_LM"
     assert metrics["cost"]["trainable_params"] < metrics["cost"]["total_params"] / 3
     trained = Engine(seen["model"], seen["tokenizer"], "plain").generate(PROMPTS, max_new_tokens=12)
-    reloaded = load_engine(str(run_dir)).generate(PROMPTS, max_new_tokens=12)
+    reloaded = load_engine(str(run_dir), dtype="float32").generate(PROMPTS, max_new_tokens=12)
     assert reloaded == trained
-    assert reloaded != load_engine(str(t5_dir)).generate(PROMPTS, max_new_tokens=12)
+    assert reloaded != load_engine(str(t5_dir), dtype="float32").generate(PROMPTS, max_new_tokens=12)
 
 
 def manual_greedy(model, tokenizer, prompt_ids: list[int], n: int) -> str:
@@ -202,7 +202,7 @@ def test_engine_decodes_seq2seq_batched_like_one_by_one_and_seeded(t5_dir):
     from lmadapt.infer.engine import load_engine
 
     torch.set_num_threads(1)
-    engine = load_engine(str(t5_dir))
+    engine = load_engine(str(t5_dir), dtype="float32")
     texts = ["the cat", "hello how are you today? I am", "one two three four five six", "paris"]
     greedy = engine.generate(texts, max_new_tokens=8, batch_size=4)
     with torch.no_grad():
@@ -222,7 +222,7 @@ def test_engine_decodes_seq2seq_batched_like_one_by_one_and_seeded(t5_dir):
 def test_seq2seq_beam_search_matches_unpadded_generate_and_penalty_changes_output(t5_dir):
     from lmadapt.infer.engine import load_engine
 
-    engine = load_engine(str(t5_dir))
+    engine = load_engine(str(t5_dir), dtype="float32")
     texts = ["the cat", "hello how are you today? I am", "paris"]
     beams = engine.generate(texts, max_new_tokens=6, num_beams=3, batch_size=3)  # padded batch
     for text, got in zip(texts, beams, strict=True):
@@ -241,7 +241,7 @@ def test_seq2seq_beam_search_matches_unpadded_generate_and_penalty_changes_outpu
 def test_stop_string_cuts_a_trained_answer(full_run):
     from lmadapt.infer.engine import load_engine
 
-    engine = load_engine(str(full_run))
+    engine = load_engine(str(full_run), dtype="float32")
     answer = engine.generate(PROMPTS[2:3], max_new_tokens=12)[0]
     assert answer == "hello how are you today?"
     assert engine.generate(PROMPTS[2:3], max_new_tokens=12, stop=[" are"]) == ["hello how"]

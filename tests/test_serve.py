@@ -72,7 +72,7 @@ def client(server):
 def engine(tiny):
     from lmadapt.infer.engine import load_engine
 
-    return load_engine(str(tiny))
+    return load_engine(str(tiny), dtype="float32")
 
 
 def test_models_and_non_streaming_chat_match_the_engine(client, engine):
@@ -265,9 +265,9 @@ def test_several_lora_runs_over_one_base_each_answer_as_their_own_run(tiny, tmp_
         runs.append(run(recipe))
     prompts = [[{"role": "user", "content": i}] for i, _ in PAIRS[:3]]
     expected = {
-        "base": load_engine(str(tiny)).generate(prompts, max_new_tokens=10),
-        "a": load_engine(str(runs[0])).generate(prompts, max_new_tokens=10),
-        "b": load_engine(str(runs[1])).generate(prompts, max_new_tokens=10),
+        "base": load_engine(str(tiny), dtype="float32").generate(prompts, max_new_tokens=10),
+        "a": load_engine(str(runs[0]), dtype="float32").generate(prompts, max_new_tokens=10),
+        "b": load_engine(str(runs[1]), dtype="float32").generate(prompts, max_new_tokens=10),
     }
     assert expected["a"] != expected["base"] and expected["a"] != expected["b"]
     port = free_port()

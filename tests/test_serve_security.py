@@ -210,7 +210,7 @@ def test_a_job_wider_than_the_batch_is_split_into_batches_not_run_alone(tiny):
     from lmadapt.infer.engine import load_engine
     from lmadapt.infer.scheduler import Scheduler, Target
 
-    engine = load_engine(str(tiny))
+    engine = load_engine(str(tiny), dtype="float32")
     prompts = ["one two", "the cat", "hello how", "what is", "please extract"] * 2
     widths, plain_add = [], decode.DecodeBatch.add
 
@@ -505,7 +505,7 @@ def test_text_parts_developer_role_and_neutral_parameters_are_served(keyed_serve
 
     url, _ = keyed_server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
-    engine = load_engine(str(tiny))
+    engine = load_engine(str(tiny), dtype="float32")
     parts = [{"type": "text", "text": "hello how"}, {"type": "text", "text": "are you today?"}]
     reply = client.chat.completions.create(
         model="tiny", max_tokens=6, temperature=0, parallel_tool_calls=False, metadata={"app": "test"},

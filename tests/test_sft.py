@@ -119,9 +119,9 @@ def test_lora_sft_with_packing_lowers_loss_and_exports_exactly(tmp_path, tiny_di
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert not (out / "adapter_config.json").exists()
     prompts = [[{"role": "user", "content": i}] for i, _ in PAIRS]
-    adapter = load_engine(str(run_dir)).generate(prompts, max_new_tokens=12)
-    merged = load_engine(str(out)).generate(prompts, max_new_tokens=12)
-    base = load_engine(str(tiny_dir)).generate(prompts, max_new_tokens=12)
+    adapter = load_engine(str(run_dir), dtype="float32").generate(prompts, max_new_tokens=12)
+    merged = load_engine(str(out), dtype="float32").generate(prompts, max_new_tokens=12)
+    base = load_engine(str(tiny_dir), dtype="float32").generate(prompts, max_new_tokens=12)
     assert merged == adapter
     assert merged != base  # the adapter changed what the model says
 

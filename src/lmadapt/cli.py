@@ -339,6 +339,11 @@ def generate(
         "--trust-remote-code",
         help="Run the model's own Python code (a run folder never turns this on).",
     ),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="auto (bfloat16 where the CPU has native bf16 matmuls, else float32), float32 or bfloat16.",
+    ),
     server: str = typer.Option(
         None, "--server", help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
     ),
@@ -357,7 +362,7 @@ def generate(
         model, input, output, batch_size=batch_size, max_new_tokens=max_new_tokens, do_sample=sample,
         temperature=temperature, top_p=top_p, top_k=top_k, num_beams=num_beams,
         repetition_penalty=repetition_penalty, stop=stop or None, seed=seed,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, dtype=dtype,
     )  # fmt: skip
     console.print(f"wrote {n} outputs to {output}")
 
@@ -392,12 +397,17 @@ def chat(
         "--trust-remote-code",
         help="Run the model's own Python code (a run folder never turns this on).",
     ),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="auto (bfloat16 where the CPU has native bf16 matmuls, else float32), float32 or bfloat16.",
+    ),
 ):
     """Chat in the terminal (one line per turn; /reset clears the history, /exit quits)."""
     from .infer.chat import run_chat
 
     decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p} if sample else {}
-    run_chat(model, system, max_new_tokens, trust_remote_code=trust_remote_code, **decoding)
+    run_chat(model, system, max_new_tokens, trust_remote_code=trust_remote_code, dtype=dtype, **decoding)
 
 
 # ---------------------------------------------------------------- serve
@@ -428,9 +438,9 @@ def serve(
     ),
     runs_root: Path = typer.Option(None, "--runs-root", help="Show the run folders under it in the web UI."),
     dtype: str = typer.Option(
-        "float32",
+        "auto",
         "--dtype",
-        help="float32 (exact), bfloat16 (~2x faster on CPU, greedy text may differ), auto.",
+        help="auto (bfloat16 where the CPU has native bf16 matmuls, else float32), float32 or bfloat16.",
     ),
     max_tokens: int = typer.Option(1024, "--max-tokens", help="The most new tokens one request may ask for."),
     max_n: int = typer.Option(4, "--max-n", help="The most choices (n) per request."),

@@ -54,7 +54,7 @@ def lmadapt_greedy(run_dir):
     from lmadapt.infer.decode import run_sequences
     from lmadapt.infer.engine import load_engine
 
-    engine = load_engine(str(run_dir))
+    engine = load_engine(str(run_dir), dtype="float32")
     prompts = [engine.encode([{"role": "user", "content": i}]) for i, _ in RECORDS]
     seqs = [engine.sequence(p, engine.decoding(max_new_tokens=NEW_TOKENS)) for p in prompts]
     run_sequences(engine.model, engine.tokenizer.pad_token_id, seqs)

@@ -45,10 +45,10 @@ def test_short_lora_sft_generates_and_exports_exactly(tmp_path, smollm_dir):
     assert metrics["final"]["eval"]["loss"] < metrics["final"]["eval"]["loss_before"]
 
     prompts = [[{"role": "user", "content": i}] for i, _ in RECORDS[:3]]
-    tuned = load_engine(str(run_dir)).generate(prompts, max_new_tokens=16)
+    tuned = load_engine(str(run_dir), dtype="float32").generate(prompts, max_new_tokens=16)
     assert all(t.strip() for t in tuned)
     merged_dir = export_run(run_dir, tmp_path / "merged")
-    assert load_engine(str(merged_dir)).generate(prompts, max_new_tokens=16) == tuned
+    assert load_engine(str(merged_dir), dtype="float32").generate(prompts, max_new_tokens=16) == tuned
 
     prompts_file = tmp_path / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"instruction": i}) + "\n" for i, _ in RECORDS[:3]))

@@ -30,6 +30,7 @@ def generate_file(
     output: str | Path,
     batch_size: int = 8,
     trust_remote_code: bool = False,
+    dtype: str = "auto",
     **decoding,
 ) -> int:
     """Generate for every record of `input` (.jsonl .json .csv .tsv .parquet); write `output` JSONL; return count."""
@@ -41,7 +42,7 @@ def generate_file(
 
     records = read_records(input)
     prompts = [record_prompt(r) for r in records]
-    engine = load_engine(model_or_run, trust_remote_code=trust_remote_code)
+    engine = load_engine(model_or_run, trust_remote_code=trust_remote_code, dtype=dtype)
     outputs: list[str] = []
     chunk = batch_size * 4
     for start in tqdm(range(0, len(prompts), chunk), desc="generating", unit="chunk"):

@@ -62,6 +62,7 @@ def run_chat(
     lines: Iterable[str] | None = None,
     write: Callable[[str], None] = print,
     trust_remote_code: bool = False,
+    dtype: str = "auto",
     **decoding,
 ) -> ChatSession:
     """Terminal loop: each input line is a user turn; `/reset` clears the history, `/exit` (or EOF) ends."""
@@ -70,7 +71,10 @@ def run_chat(
     from .engine import load_engine
 
     session = ChatSession(
-        load_engine(model_or_run, trust_remote_code=trust_remote_code), system, max_new_tokens, **decoding
+        load_engine(model_or_run, trust_remote_code=trust_remote_code, dtype=dtype),
+        system,
+        max_new_tokens,
+        **decoding,
     )
     interactive = lines is None and sys.stdin.isatty()
     source = iter(lines if lines is not None else sys.stdin)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .kv import RoomyCache, set_layer
+
 __all__ = ["Decoding", "Sequence", "DecodeBatch", "choose_token", "run_sequences"]
 
 
@@ -147,7 +149,7 @@ def choose_token(logits: torch.Tensor, seq: Sequence) -> int:
 
 
 class DecodeBatch:
-    """Sequences decoding together over one KV cache (a transformers DynamicCache, rows left-padded)."""
+    """Sequences decoding together over one KV cache (kv.RoomyCache: a DynamicCache with room, rows left-padded)."""
 
     def __init__(self, model, pad_id: int):
         self.model = model
@@ -167,8 +169,6 @@ class DecodeBatch:
     @torch.inference_mode()
     def add(self, seqs: Seq[Sequence]) -> None:
         """Prefill `seqs` (together, left-padded) and merge them into the running batch."""
-        from transformers import DynamicCache
-
         if not seqs:
             return
         width = max(len(s.prompt_ids) for s in seqs)
@@ -178,7 +178,7 @@ class DecodeBatch:
             ids[row, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids, dtype=torch.long)
             mask[row, width - len(s.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = RoomyCache()
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device), cache=cache, use_cache=True, logits_to_keep=1,
@@ -199,11 +199,9 @@ class DecodeBatch:
     def _merge(self, cache, mask, positions, logits) -> None:
         have, new = self.mask.shape[1], mask.shape[1]
         width = max(have, new)
-        for old_layer, new_layer in zip(self.cache.layers, cache.layers, strict=True):
-            old_layer.keys = torch.cat([_pad_left(old_layer.keys, width), _pad_left(new_layer.keys, width)])
-            old_layer.values = torch.cat(
-                [_pad_left(old_layer.values, width), _pad_left(new_layer.values, width)]
-            )
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
+            set_layer(old, keys, torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)]))
         self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(mask, width, dim=1)])
         self.positions = torch.cat([self.positions, positions])
         self.logits = torch.cat([self.logits, logits])
@@ -252,8 +250,8 @@ class DecodeBatch:
         mask = self.mask.index_select(0, index)
         first = int(mask.any(0).nonzero()[0])  # columns no kept row uses are cut off the front
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
-            layer.values = layer.values.index_select(0, index)[:, :, first:]
+            keys = layer.keys.index_select(0, index)[:, :, first:]
+            set_layer(layer, keys, layer.values.index_select(0, index)[:, :, first:])
         self.mask = mask[:, first:]
         self.positions = self.positions.index_select(0, index)
         self.logits = self.logits.index_select(0, index)

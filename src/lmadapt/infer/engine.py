@@ -20,11 +20,14 @@ from ..errors import LmadaptError
 from ..templates import encode_text, render_prompt, resolve_template
 from .decode import Decoding, Sequence, run_sequences
 from .loading import (
+    GENERATE_DTYPE,
+    inference_dtype,
     is_encoder_decoder,
     lm_task_type,
     load_causal_lm,  # noqa: F401  (re-exported: the stages load through here)
     load_lm,
 )
+from .precision import for_generation
 from .seq2seq import generate_seq2seq
 
 __all__ = ["Engine", "load_engine", "load_causal_lm", "cut_at_stop"]
@@ -237,15 +240,23 @@ def load_run(run_dir: str | Path, trust_remote_code: bool = False):
     return model, tokenizer, getattr(recipe.task, "template", "auto")
 
 
-def load_engine(model_or_run: str, template: str | None = None, trust_remote_code: bool = False) -> Engine:
+def load_engine(
+    model_or_run: str,
+    template: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str = GENERATE_DTYPE,
+) -> Engine:
     """An Engine for a catalog name, model folder, Hub id, or sft run folder (base model + trained weights);
-    decoder-only or encoder-decoder as the model's config says."""
+    decoder-only or encoder-decoder as the model's config says. `dtype`: float32, bfloat16 (bf16 matmuls,
+    float32 activations: precision.py) or auto (`loading.inference_dtype`)."""
     from ..runs import staging_path
 
+    dtype = inference_dtype(dtype)
     if is_run_dir(model_or_run) or staging_path(model_or_run).is_dir():
         model, tokenizer, run_template = load_run(model_or_run, trust_remote_code)
-        return Engine(model, tokenizer, template or run_template)
-    model, tokenizer = load_lm(str(model_or_run), trust_remote_code=trust_remote_code)
+        return Engine(for_generation(model, dtype), tokenizer, template or run_template)
+    model, tokenizer = load_lm(str(model_or_run), "float32", trust_remote_code=trust_remote_code)
+    model = for_generation(model, dtype)
     saved = (
         Path(str(model_or_run)) / "lmadapt_template.txt"
     )  # written by `lmadapt export` for named templates

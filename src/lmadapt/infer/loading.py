@@ -9,7 +9,36 @@ from __future__ import annotations
 
 from ..errors import LmadaptError
 
-__all__ = ["is_encoder_decoder", "lm_task_type", "load_causal_lm", "load_lm"]
+__all__ = [
+    "GENERATE_DTYPE",
+    "inference_dtype",
+    "is_encoder_decoder",
+    "lm_task_type",
+    "load_causal_lm",
+    "load_lm",
+]
+
+
+# What generate, chat, serve, synth and the prompt stage decode in unless told: see docs/performance.md for the
+# speed and the greedy agreement with float32 that chose it.
+GENERATE_DTYPE = "auto"
+
+
+def inference_dtype(dtype: str) -> str:
+    """The dtype to generate in: `dtype` itself, or for "auto" bfloat16 where the CPU has native bf16 matmuls
+    (AVX512-BF16 / AMX) or on a GPU, else float32 (emulated bf16 is slower than float32)."""
+    if dtype in ("float32", "bfloat16", "int8"):
+        return dtype
+    if dtype != "auto":
+        raise LmadaptError(f"dtype {dtype!r}: expected auto, float32, bfloat16 or int8")
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    try:
+        return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    except (AttributeError, RuntimeError):
+        return "float32"
 
 
 def is_encoder_decoder(model_or_config) -> bool:

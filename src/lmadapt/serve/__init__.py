@@ -37,8 +37,9 @@ def serve(
     import torch
     import uvicorn
 
+    from ..infer.loading import inference_dtype
     from .app import ServeOptions, create_app
-    from .models import load_served, pick_dtype
+    from .models import load_served
 
     if runs_root is not None and not Path(runs_root).is_dir():
         raise ServeError(f"--runs-root {runs_root}: no such folder")
@@ -47,7 +48,7 @@ def serve(
     if threads:
         torch.set_num_threads(threads)
     graceful = caps.pop("graceful_s", 10)
-    served = load_served(specs, pick_dtype(dtype), trust_remote_code)
+    served = load_served(specs, inference_dtype(dtype), trust_remote_code)
     options = ServeOptions(
         api_key=key, cors_origins=tuple(cors_origins or ()), allowed_hosts=tuple(allowed_hosts or ()),
         runs_root=Path(runs_root) if runs_root else None, **caps,

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..infer.engine import Engine, is_run_dir, load_engine
 from ..infer.loading import is_encoder_decoder, load_lm
+from ..infer.precision import for_generation
 from ..infer.scheduler import Target
 from .security import ServeError
 
-__all__ = ["Served", "load_served", "pick_dtype"]
+__all__ = ["Served", "load_served"]
 
 
 @dataclass
@@ -31,20 +32,6 @@ class Served:
     @property
     def engine(self) -> Engine:
         return self.target.engine
-
-
-def pick_dtype(dtype: str) -> str:
-    """'auto': bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16 / AMX) or on a GPU, else float32."""
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    if torch.cuda.is_available():
-        return "bfloat16"
-    try:
-        return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-    except (AttributeError, RuntimeError):
-        return "float32"
 
 
 def _split(spec: str) -> tuple[str | None, str]:
@@ -68,8 +55,6 @@ def load_served(
     specs: list[str], dtype: str = "float32", trust_remote_code: bool = False
 ) -> dict[str, Served]:
     """Load every spec; LoRA runs over the same base model share one copy of it."""
-    import torch
-
     served: dict[str, Served] = {}
     plan = []
     for spec in specs:
@@ -89,13 +74,13 @@ def load_served(
     for name, where, kind, recipe in plan:
         base_name = recipe.model.name if kind == "adapter" else where
         if kind == "run" or (kind == "model" and base_name not in adapter_bases):
-            engine = load_engine(where, trust_remote_code=trust_remote_code)
+            engine = load_engine(where, trust_remote_code=trust_remote_code, dtype=dtype)
             refuse_seq2seq(name, where, engine.model)
-            engine.model.to(getattr(torch, dtype))
             served[name] = Served(name, kind, where, Target(name, engine))
             continue
         if base_name not in shared:
-            shared[base_name] = [None, *load_lm(base_name, dtype, trust_remote_code)]
+            base, tokenizer = load_lm(base_name, "float32", trust_remote_code)
+            shared[base_name] = [None, for_generation(base, dtype), tokenizer]
             refuse_seq2seq(name, base_name, shared[base_name][1])
         group = shared[base_name]
         if kind == "adapter":

@@ -197,14 +197,26 @@ def _with_demos(content_free_prompt: str, first_prompt: str) -> str:
     return f"{demos}\n\n{content_free_prompt}"
 
 
+def _engine(recipe, run_dir):
+    """The engine in the recipe's dtype when it names one, else the engine's default (bf16 where the CPU has
+    native bf16 matmuls: the greedy agreement with float32 is in docs/performance.md)."""
+    from ..infer.engine import load_engine
+    from ..infer.loading import GENERATE_DTYPE
+    from ..infer.precision import generation_precision
+
+    dtype = recipe.model.dtype if "dtype" in recipe.model.model_fields_set else GENERATE_DTYPE
+    engine = load_engine(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code, dtype=dtype)
+    run_dir.log(f"generating in {generation_precision(engine.model)}")
+    return engine
+
+
 def _generation_predictor(recipe, cfg, task, labels, mapping, template, instruction, pool, run_dir):
     """zero_shot / few_shot / cot: generate, then map the answer text to a label."""
-    from ..infer.engine import load_engine
     from ..prompting.cot import chain_of_thought, reasoning_prompt
     from ..prompting.text import fit_record, match_label
     from ..prompting.zeroshot import as_inputs, build_prompt, generate_all
 
-    engine = load_engine(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code)
+    engine = _engine(recipe, run_dir)
     tokenizer = engine.tokenizer
     fields = _text_fields(recipe.task)
     budget = recipe.train.max_length - 32

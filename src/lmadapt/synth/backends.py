@@ -34,10 +34,13 @@ class Backend(Protocol):
 class LocalBackend:
     """Any causal LM through `lmadapt.infer.engine` (catalog name, local folder or run folder)."""
 
-    def __init__(self, model: str, batch_size: int = 8, chat: bool = False, repetition_penalty: float = 1.0):
+    def __init__(
+        self, model: str, batch_size: int = 8, chat: bool = False, repetition_penalty: float = 1.0,
+        dtype: str = "auto",
+    ):  # fmt: skip
         from ..infer.engine import load_engine
 
-        self.engine = load_engine(model)
+        self.engine = load_engine(model, dtype=dtype)
         self.batch_size = batch_size
         self.chat = chat
         self.repetition_penalty = repetition_penalty

@@ -23,6 +23,9 @@ class LocalBackendConfig(Section):
         False, description="Wrap each prompt in the model's chat template (else raw completion)."
     )
     repetition_penalty: float = Field(1.0, gt=0)
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 where the CPU has native bf16 matmuls, else float32."
+    )
 
 
 class OpenAIBackendConfig(Section):

@@ -458,8 +458,9 @@ def build_backend(cfg: SynthConfig) -> Backend:
     b = cfg.backend
     if b.type == "local":
         return LocalBackend(
-            b.model, batch_size=b.batch_size, chat=b.chat, repetition_penalty=b.repetition_penalty
-        )
+            b.model, batch_size=b.batch_size, chat=b.chat, repetition_penalty=b.repetition_penalty,
+            dtype=b.dtype,
+        )  # fmt: skip
     return OpenAIBackend(
         b.base_url,
         b.model,
