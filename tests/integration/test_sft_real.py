@@ -52,6 +52,7 @@ def test_short_lora_sft_generates_and_exports_exactly(tmp_path, smollm_dir):
 
     prompts_file = tmp_path / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"instruction": i}) + "\n" for i, _ in RECORDS[:3]))
-    assert generate_file(str(merged_dir), prompts_file, tmp_path / "out.jsonl", max_new_tokens=16) == 3
+    out = tmp_path / "out.jsonl"
+    assert generate_file(str(merged_dir), prompts_file, out, max_new_tokens=16, dtype="float32") == 3
     outputs = [json.loads(line)["output"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert outputs == tuned
