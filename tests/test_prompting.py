@@ -275,6 +275,10 @@ def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode
         assert "accuracy without calibration" in (run / "log.txt").read_text()
     if mode == "cot":
         assert "So the answer is" in example and all("reasoning" in p for p in preds)
+    if mode != "verbalizer":  # generation precision: prompt.dtype, auto (bf16 where the CPU has it)
+        from lmadapt.infer.loading import inference_dtype
+
+        assert f"generating in {inference_dtype('auto')}" in (run / "log.txt").read_text()
     if mode != "verbalizer":  # a controlled case: scripted answers, parsed into the label each names first
         script = {
             "the movie was great": "pos",
@@ -288,7 +292,9 @@ def test_prompt_stage_each_mode_on_a_tiny_causal_lm(llama_folder, tmp_path, mode
             return [script[max(script, key=text.rfind)] for text in texts]
 
         monkeypatch.setattr(Engine, "generate", answer)
-        run = run_stage(parse_recipe(raw | {"output": str(tmp_path / "scripted")}))
+        exact = {"output": str(tmp_path / "scripted"), "prompt": prompt | {"dtype": "float32"}}
+        run = run_stage(parse_recipe(raw | exact))
+        assert "generating in float32" in (run / "log.txt").read_text()
         preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
         assert [p["prediction"] for p in preds] == ["pos", "neg", "", "neg"]  # "positive" names no label
         assert json.loads((run / "metrics.json").read_text())["final"]["test"]["accuracy"] == 0.75

@@ -76,6 +76,11 @@ class PromptConfig(Section):
     )
     max_new_tokens: int = Field(16, ge=1, description="Tokens generated per answer (cot: per reasoning).")
     batch_size: int = Field(8, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
+        "auto",
+        description="zero_shot / few_shot / cot generation precision: auto = bf16 matmuls with float32 "
+        "activations where the CPU has native bf16, else float32 (docs/performance.md); int8 weight-only.",
+    )
 
     @property
     def n_demos(self) -> int:

@@ -198,14 +198,14 @@ def _with_demos(content_free_prompt: str, first_prompt: str) -> str:
 
 
 def _engine(recipe, run_dir):
-    """The engine in the recipe's dtype when it names one, else the engine's default (bf16 where the CPU has
-    native bf16 matmuls: the greedy agreement with float32 is in docs/performance.md)."""
+    """The engine in `prompt.dtype` (auto: bf16 matmuls where the CPU has native bf16; the greedy agreement
+    with float32 is in docs/performance.md)."""
     from ..infer.engine import load_engine
-    from ..infer.loading import GENERATE_DTYPE
     from ..infer.precision import generation_precision
 
-    dtype = recipe.model.dtype if "dtype" in recipe.model.model_fields_set else GENERATE_DTYPE
-    engine = load_engine(recipe.model.name, trust_remote_code=recipe.model.trust_remote_code, dtype=dtype)
+    engine = load_engine(
+        recipe.model.name, trust_remote_code=recipe.model.trust_remote_code, dtype=recipe.prompt.dtype
+    )
     run_dir.log(f"generating in {generation_precision(engine.model)}")
     return engine
 
