@@ -299,11 +299,13 @@ def test_a_client_that_stops_reading_loses_its_slot_within_the_deadline(open_ser
     next test drives that case directly)."""
     url, proc = open_server
     port = int(url.rsplit(":", 1)[1])
-    stalled = [_stalled_stream(port) for _ in range(2)]  # both slots
+    stalled = [_stalled_stream(port) for _ in range(2)]  # both slots, once the server has admitted them
     try:
-        time.sleep(0.5)
-        busy = requests.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 1},
-                             timeout=60)  # fmt: skip
+        until, busy = time.monotonic() + 4, None  # a loaded machine may take a while to admit both
+        while time.monotonic() < until and getattr(busy, "status_code", None) != 429:
+            time.sleep(0.1)
+            busy = requests.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 1},
+                                 timeout=60)  # fmt: skip
         assert busy.status_code == 429, busy.text
         deadline, status = time.monotonic() + 120, None
         while time.monotonic() < deadline:  # 4000 steps take a minute; the deadline is 5 s
