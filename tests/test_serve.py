@@ -214,13 +214,17 @@ def test_concurrency_cap_429_and_disconnect_frees_the_slot(server, client):
     assert whole.choices[0].finish_reason == "length"  # the precondition: each request runs 200 steps
     for _ in range(3):  # clients that go away after one line: with 2 slots, a leak would show below
         _long_stream(server, [], read_all=False)
-    results: list = []
-    threads = [threading.Thread(target=_long_stream, args=(server, results)) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    statuses = sorted(str(s) for s, _ in results)
+    for _attempt in range(5):  # the last leaver's slot comes back when the server next writes to it: a
+        results: list = []  # burst may start before that, but a leaked slot never comes back
+        threads = [threading.Thread(target=_long_stream, args=(server, results)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(str(s) for s, _ in results)
+        if statuses.count("200") >= 2:
+            break
+        time.sleep(1)
     assert statuses.count("200") >= 2 and "429" in statuses and "error" not in statuses, statuses
     busy = next(body for s, body in results if s == 429)
     assert busy["error"]["type"] == "rate_limit_error"
@@ -327,3 +331,4 @@ def test_generate_command_through_this_server_equals_the_engine(server, engine, 
     assert got == engine.generate([MSGS, "the cat"], max_new_tokens=6)
     refused = CliRunner().invoke(app, [*args, "--num-beams", "2"])
     assert refused.exit_code == 2 and "--num-beams" in refused.output
+

@@ -102,7 +102,7 @@ def keyed_server(tiny, root):
     """With a key: any Host (the key decides), CORS for one origin, a 0.3 s generation deadline."""
     port = free_port()
     args = [f"tiny={tiny}", "--api-key", KEY, "--runs-root", str(root), "--cors-origin", CORS,
-            "--max-tokens", "250", "--max-n", "4", "--max-batch", "8", "--request-timeout", "0.3"]  # fmt: skip
+            "--max-tokens", "4000", "--max-n", "4", "--max-batch", "8", "--request-timeout", "0.3"]  # fmt: skip
     proc = start_server(args, port)
     yield f"http://127.0.0.1:{port}", proc
     proc.terminate()
@@ -389,18 +389,18 @@ def test_a_stream_whose_writes_stall_is_cut_after_the_write_timeout_and_frees_it
 def test_a_request_past_its_deadline_is_stopped(keyed_server):
     url, _ = keyed_server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
-    with pytest.raises(openai.APIStatusError) as late:  # 8 rows x 240 steps: seconds, past 0.3 s
-        client.completions.create(model="tiny", prompt=["one two", "the cat"], n=4, max_tokens=240)
+    with pytest.raises(openai.APIStatusError) as late:  # 8 rows x 4000 steps: seconds, past 0.3 s
+        client.completions.create(model="tiny", prompt=["one two", "the cat"], n=4, max_tokens=4000)
     assert late.value.status_code == 504 and "deadline" in late.value.message
     texts = []
     with pytest.raises(openai.APIError, match="deadline of 0.3 s"):  # the stream's error event
         for event in client.completions.create(
-            model="tiny", prompt="one two", max_tokens=240, stream=True, n=4
+            model="tiny", prompt="one two", max_tokens=4000, stream=True, n=4
         ):
             texts += [c.text for c in event.choices]
     assert "".join(texts)  # what came before the deadline was streamed
     raw = requests.post(f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60, json={
-        "model": "tiny", "prompt": "one two", "max_tokens": 240, "n": 4, "stream": True}).text  # fmt: skip
+        "model": "tiny", "prompt": "one two", "max_tokens": 4000, "n": 4, "stream": True}).text  # fmt: skip
     assert '"code": "timeout"' in raw and raw.rstrip().endswith("data: [DONE]")
 
 
@@ -527,3 +527,22 @@ def test_text_parts_developer_role_and_neutral_parameters_are_served(keyed_serve
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="tiny", max_tokens=2, messages=MSGS, logit_bias={"5": 10})
     assert "logit_bias" in refused.value.message
+
+
+def test_sigterm_lets_an_open_stream_go_on_then_exits_as_the_signal_would(tiny):
+    """Graceful shutdown with the decode loop on the main thread and uvicorn beside it: a stream already open
+    goes on after SIGTERM (to its end, or cut at the graceful limit), new connections are refused, and the
+    process ends with the signal's own exit (-15), no traceback."""
+    port = free_port()
+    proc = start_server([f"tiny={tiny}", "--max-tokens", "1500"], port)
+    body = {"model": "tiny", "prompt": "one two", "max_tokens": 1500, "temperature": 0, "stream": True}
+    with requests.post(f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60, stream=True) as r:
+        lines = r.iter_lines()
+        assert next(x for x in lines if x).startswith(b"data: ")
+        proc.terminate()
+        rest = [x.decode() for x in lines if x]
+    assert rest[-1] == "data: [DONE]" and len(rest) > 20  # it went on after the signal
+    assert proc.wait(30) == -15
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert "Traceback" not in proc.stdout.read()

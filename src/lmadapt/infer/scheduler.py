@@ -1,6 +1,7 @@
 """Continuous batching for a server: one thread decodes every request, new requests join the running batch.
 
-    scheduler = Scheduler(max_batch=16)
+    scheduler = Scheduler(max_batch=16)                  # decodes in a background thread
+    scheduler = Scheduler(max_batch=16, start=False)     # or: scheduler.run() on a thread of the caller's
     job = scheduler.submit(target, [engine.sequence(ids, decoding)], on_delta)   # from any thread
     ...                                          # on_delta(seq, text) is called (in the decode thread) per token
     scheduler.cancel(job)                        # e.g. the client went away: its rows leave at the next step
@@ -58,16 +59,24 @@ class Job:
 
 
 class Scheduler:
-    """Runs jobs in one background thread; at most `max_batch` rows decode together."""
+    """Runs jobs on one thread; at most `max_batch` rows decode together.
 
-    def __init__(self, max_batch: int = 16):
+    `start=False` leaves the decoding to whoever calls `run()`: the server decodes on the main thread, where
+    the model was loaded, because a second thread doing torch work gets its own OpenMP team and libgomp then
+    throttles every team's spin-wait (more threads than cores): the same loop ran at 21-26 tok/s in another
+    thread against 35-38 on the main one (docs/performance.md)."""
+
+    def __init__(self, max_batch: int = 16, start: bool = True):
         self.max_batch = max(1, max_batch)
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._closing = False
+        self._stopped = threading.Event()
         self._owner: dict[int, Job] = {}  # id(sequence) -> its job
-        self._thread = threading.Thread(target=self._run, name="lmadapt-decode", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self.run, name="lmadapt-decode", daemon=True)
+            self._thread.start()
 
     def submit(self, target: Target, sequences: list[Sequence], on_delta, on_error) -> Job:
         job = Job(target, list(sequences), on_delta, on_error)
@@ -84,7 +93,8 @@ class Scheduler:
             self._cond.notify()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Cancel what is waiting or running and stop the thread (graceful shutdown's last step)."""
+        """Cancel what is waiting or running and stop the decode loop (graceful shutdown's last step); waits
+        up to `timeout` s for it unless called from the decoding thread itself."""
         with self._cond:
             self._closing = True
             for job in self._waiting:
@@ -92,7 +102,20 @@ class Scheduler:
             for job in self._owner.values():
                 job.cancel()
             self._cond.notify()
-        self._thread.join(timeout)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        elif self._thread is None and self._decoder is not threading.current_thread():
+            self._stopped.wait(timeout)
+
+    _decoder: threading.Thread | None = None
+
+    def run(self) -> None:
+        """The decode loop, until `close()`: call it once, on the thread that should do the torch work."""
+        self._decoder = threading.current_thread()
+        try:
+            self._loop()
+        finally:
+            self._stopped.set()
 
     # ---------------------------------------------------------------- the decode thread
     def _admit(
@@ -120,7 +143,7 @@ class Scheduler:
                 self._waiting.popleft()
         return start, target
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         batch: DecodeBatch | None = None
         target: Target | None = None
         while True:

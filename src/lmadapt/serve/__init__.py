@@ -26,7 +26,9 @@ def serve(
     """Check the bind and key first (before any model loads), load the models, run uvicorn until SIGINT/TERM.
 
     Shutdown is graceful: new connections stop, in-flight requests get `graceful_s` seconds to finish, then
-    what still streams is cancelled (its rows leave the batch) and the decode thread stops."""
+    what still streams is cancelled (its rows leave the batch) and the decode loop stops. The main thread
+    decodes (where the models were loaded: see infer/scheduler.py) and uvicorn runs in a thread beside it, so
+    the signals are caught here and handed to uvicorn, as its own handler would (a second Ctrl-C forces)."""
     key = resolve_key(api_key, api_key_file)
     check_bind(host, key)  # before anything heavy is imported or loaded
     check_cors(cors_origins or (), key)
@@ -38,6 +40,7 @@ def serve(
     import uvicorn
 
     from ..infer.loading import inference_dtype
+    from ..infer.scheduler import Scheduler
     from .app import ServeOptions, create_app
     from .models import load_served
 
@@ -53,10 +56,44 @@ def serve(
         api_key=key, cors_origins=tuple(cors_origins or ()), allowed_hosts=tuple(allowed_hosts or ()),
         runs_root=Path(runs_root) if runs_root else None, **caps,
     )  # fmt: skip
-    app = create_app(served, options)
+    scheduler = Scheduler(options.max_batch, start=False)
+    app = create_app(served, options, scheduler)
     names = ", ".join(served)
     print(
         f"serving {names} on http://{host}:{port} (key {'required' if key else 'off: loopback only'})",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful)
+    _run_beside(uvicorn.Server(config), scheduler, f"{host}:{port}")
+
+
+def _run_beside(server, scheduler, where: str) -> None:
+    """uvicorn in a thread, the decode loop on this (main) thread, until a signal or a failed start."""
+    import signal
+    import threading
+
+    caught: list[int] = []
+
+    def on_signal(sig, frame):
+        caught.append(sig)
+        server.handle_exit(sig, frame)  # first: graceful; a second SIGINT: force
+
+    def http():
+        try:
+            server.run()
+        finally:  # stopped, or never started (the port taken since check_port): end the decode loop too
+            scheduler.close(timeout=0)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=http, name="lmadapt-http", daemon=True)
+    thread.start()
+    try:
+        scheduler.run()
+        thread.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise ServeError(f"the HTTP server did not start on {where} (see the message above)")
+    for sig in caught[:1]:  # end as the signal would have ended us (exit -15 for SIGTERM), as uvicorn does
+        signal.raise_signal(sig)
