@@ -90,8 +90,11 @@ def main() -> None:
 
     engine = load_engine(args.model, dtype="float32")
     ids = prompts_ids(engine, args.prompts)
-    got = {d: lmadapt_tokens(args.model, d, ids, args.max_tokens) for d in ("float32", "bfloat16")}
-    rows = [("lmadapt bf16 vs lmadapt fp32", compare(got["bfloat16"], got["float32"]))]
+    got = {d: lmadapt_tokens(args.model, d, ids, args.max_tokens) for d in ("float32", "bfloat16", "int8")}
+    rows = [
+        ("lmadapt bf16 vs lmadapt fp32", compare(got["bfloat16"], got["float32"])),
+        ("lmadapt int8 vs lmadapt fp32", compare(got["int8"], got["float32"])),
+    ]
     if args.llama_server:
         from lmadapt.export.converter import convert_hf_to_gguf, llama_converter
         from lmadapt.sources import resolve_model
