@@ -331,4 +331,3 @@ def test_generate_command_through_this_server_equals_the_engine(server, engine, 
     assert got == engine.generate([MSGS, "the cat"], max_new_tokens=6)
     refused = CliRunner().invoke(app, [*args, "--num-beams", "2"])
     assert refused.exit_code == 2 and "--num-beams" in refused.output
-

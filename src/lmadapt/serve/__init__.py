@@ -63,7 +63,9 @@ def serve(
         f"serving {names} on http://{host}:{port} (key {'required' if key else 'off: loopback only'})",
         flush=True,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful
+    )
     _run_beside(uvicorn.Server(config), scheduler, f"{host}:{port}")
 
 
