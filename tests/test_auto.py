@@ -26,9 +26,9 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 from typer.testing import CliRunner
 
 from lmadapt.auto.plan import model_candidates
-from lmadapt.auto.study import parse_budget
 from lmadapt.auto.understand import finish, read_file, stratified_split, understand
 from lmadapt.cli import app
+from lmadapt.config.auto import parse_budget
 from lmadapt.errors import DataError, RecipeError
 from lmadapt.runs import RunDir
 
@@ -326,3 +326,62 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_bert):
     winners = {line for o in outs for line in o.splitlines() if line.startswith("winner: trial")}
     assert len(winners) == 1, winners
     check_budget_kept(study)
+
+
+def test_a_stage_auto_recipe_runs_the_search_and_its_mistakes_name_the_line(tmp_path):
+    """`lmadapt train auto.yaml` is `lmadapt auto` with the recipe's keys; a bad key or budget is exit 2 with
+    the file and line, and nothing is written."""
+    train = write_csv(tmp_path / "train.csv", reviews(120, 0))
+    test = write_jsonl(tmp_path / "test.jsonl", reviews(40, 2))
+    output = tmp_path / "auto"
+    recipe = tmp_path / "auto.yaml"
+    recipe.write_text(
+        f"stage: auto\ndata: {{train: {train}, test: {test}}}\ntask: {{text: Kommentar, label: Stimmung}}\n"
+        f"auto: {{budget: 5m, trials: 1}}\noutput: {output}\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("budget: 5m", "budget: soon, epochs: 3"), encoding="utf-8")
+    result = runner.invoke(app, ["train", str(bad)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert f"{bad}:4" in said and "auto.budget" in said and "unknown key 'auto.epochs'" in said
+    assert not output.exists()
+
+    result = runner.invoke(app, ["train", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "text Kommentar -> label Stimmung" in result.output
+    assert RunDir.open_complete(output / "winner", "test").path.is_dir()
+    winner = (output / "winner.yaml").read_text(encoding="utf-8")
+    assert "type: tfidf" in winner and "stage: finetune" in winner  # the winning training recipe
+    assert json.loads((output / "winner" / "metrics.json").read_text())["final"]["test"]["f1_macro"] > 0.5
+
+
+def test_a_decoder_is_also_a_few_shot_prompting_candidate_and_can_win(tmp_path):
+    """A decoder brings two families: LoRA training and few-shot prompting (no training), each opening on its
+    own. A prompting winner is the same prompting answering the test split; predict refuses a prompt run."""
+    from lmadapt.auto import run_auto
+    from lmadapt.auto.study import _write_winner
+    from tiny_lm import save_tiny
+
+    decoder = str(save_tiny(tmp_path / "tiny-decoder"))
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(120, 0))
+    test = write_jsonl(tmp_path / "test.jsonl", reviews(30, 2))
+    output = tmp_path / "auto"
+    said: list[str] = []
+    run_auto(train, 600, output, test_file=test, models=[decoder], max_trials=3, say=said.append, heartbeat=1)
+    plan = json.loads((output / "plan.json").read_text())
+    assert {"tfidf", "tiny-decoder:lora", "tiny-decoder:fewshot"} <= set(plan["candidates"])
+    assert set(plan["first_round"]) == {"tfidf", "tiny-decoder:lora", "tiny-decoder:fewshot"}  # each family
+    fewshot = next(t for t in finished(study_of(output)) if t.params["candidate"] == "tiny-decoder:fewshot")
+    assert fewshot.value is not None and fewshot.user_attrs["params"]["k"] == 4
+
+    winner = tmp_path / "prompt-winner"
+    _write_winner(Path(fewshot.user_attrs["recipe"]), winner, str(test), said.append)
+    final = json.loads((winner / "metrics.json").read_text())["final"]
+    assert final["eval"]["f1_macro"] == pytest.approx(fewshot.value) and "f1_macro" in final["test"]
+    result = CliRunner().invoke(app, ["predict", str(winner), "--input", str(test), "--output", str(tmp_path / "p.jsonl")])  # fmt: skip
+    assert result.exit_code == 2 and "a prompt run; predict reads finetune runs" in " ".join(
+        result.output.split()
+    )

@@ -131,9 +131,18 @@ def train(
     The folder appears only when the run is complete; until then it is written as .NAME.incomplete beside it.
     """
     from .config import load_recipe
+    from .config.auto import recipe_stage
     from .stages import run_stage
     from .utils import distributed
 
+    stage = next((o.partition("=")[2] for o in overrides or [] if o.partition("=")[0] == "stage"), None)
+    if (stage or recipe_stage(recipe)) == "auto":
+        if nproc != 1 or resume:
+            raise LmadaptError(
+                f"{recipe}: stage auto: --nproc and --resume do not apply (re-run to continue)"
+            )
+        _auto_recipe(recipe, overrides)
+        return
     loaded = load_recipe(recipe, overrides)
     if nproc != 1 and distributed.world_size() == 1:  # the launcher: check once, then start N workers
         from .launch import check_data_parallel, launch, threads_per_process
@@ -525,4 +534,19 @@ def auto(
     run_auto(
         train, parse_budget(budget), output, eval_file, test_file, metric, task, text or None, label,
         model or [], trials, heartbeat, seed, say,
+    )  # fmt: skip
+
+
+def _auto_recipe(recipe: Path, overrides: list[str] | None) -> None:
+    """`lmadapt train` of a `stage: auto` recipe: the same search as `lmadapt auto` with the recipe's keys."""
+    from .auto import run_auto
+    from .config import load_config
+    from .config.auto import AutoRecipe, parse_budget
+
+    r = load_config(recipe, AutoRecipe, overrides)
+    a = r.auto
+    run_auto(
+        r.data.train, parse_budget(a.budget), r.output, r.data.eval, r.data.test, a.metric, r.task.type,
+        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed,
+        lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True),
     )  # fmt: skip

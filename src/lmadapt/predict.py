@@ -23,6 +23,11 @@ def load_predictor(run_dir: str | Path, trust_remote_code: bool = False):
     recipe = run.read_config(trust_remote_code)
     from .tasks import get_task
 
+    if recipe.stage != "finetune":
+        raise LmadaptError(
+            f"{run_dir}: a {recipe.stage} run; predict reads finetune runs (a prompt run's answers are in its "
+            "predictions.jsonl; re-run its recipe with data.test set to your file)"
+        )
     task = get_task(recipe.task)
     if recipe.method.type == "tfidf":
         from .baselines.tfidf import TfidfModel, inputs

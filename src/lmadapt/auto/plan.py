@@ -1,7 +1,8 @@
 """The candidates `lmadapt auto` may try, and what each costs on this machine, measured.
 
 A candidate is a model and a method: `tfidf` (no model), or a pulled catalog model / a `--model` folder with
-`freeze`, `lora`, `full` (encoders) or `lora` (decoders). A model whose tokenizer turns most of the training
+`freeze`, `lora`, `full` (encoders) or `lora` and `fewshot` (decoders: few-shot prompting, no training, its
+demonstrations drawn from train). A model whose tokenizer turns most of the training
 text into unknown tokens is no candidate (the log says so, with the share).
 
 Costs are measured, never guessed: each candidate runs its real stage once in this process on a few
@@ -34,7 +35,9 @@ LR_RANGES = {
     "freeze": (1e-4, 1e-2, 2e-3),
 }
 ENCODER_METHODS = ("freeze", "lora", "full")
-DECODER_METHODS = ("lora",)
+DECODER_METHODS = ("lora", "fewshot")
+UNTRAINED = ("tfidf", "fewshot")  # one pass, no epochs, no learning rate
+FEWSHOT_K = 4  # demonstrations per prompt
 UNK_LIMIT = 0.5  # a tokenizer that maps more of the text than this to its unknown token cannot read it
 PROBE_TRAIN, PROBE_EVAL = 32, 16
 EPOCHS_MAX = 3  # the Hyperband resource: epochs, reported one by one
@@ -59,7 +62,12 @@ class Candidate:
 
     @property
     def epochs_max(self) -> int:
-        return 1 if self.method == "tfidf" else EPOCHS_MAX
+        return 1 if self.method in UNTRAINED else EPOCHS_MAX
+
+    @property
+    def family(self) -> str:
+        """What a method's costlier siblings open after: the model's training methods, or its prompting."""
+        return f"{self.model}#prompt" if self.method == "fewshot" else str(self.model)
 
     @property
     def lr_range(self) -> tuple[float, float, float] | None:
@@ -67,7 +75,7 @@ class Candidate:
 
     def seconds(self, epochs: int, n_eval: int) -> float:
         """Predicted wall seconds of a trial: start, load, `epochs` x (train + evaluate), final evaluation."""
-        if self.method == "tfidf":
+        if self.method in UNTRAINED:
             return self.startup_s + self.fixed_s + self.train_s * self.max_train + self.infer_s * n_eval
         per_epoch = self.train_s * self.max_train + self.infer_s * n_eval
         return self.startup_s + self.fixed_s + epochs * per_epoch + self.infer_s * n_eval
@@ -187,7 +195,8 @@ def _probe_run(
     raw = base_recipe(candidate, lr=candidate.lr_range[2] if candidate.lr_range else None, epochs=1)
     raw["data"] |= {"max_train": n_train, "max_eval": PROBE_EVAL}
     raw["output"] = str(scratch / "run")
-    raw["eval"]["every"] = "no"
+    if raw["stage"] == "finetune":
+        raw["eval"]["every"] = "no"
     log = io.StringIO()
     import transformers
 
@@ -224,6 +233,13 @@ def size_for_budget(candidate: Candidate, n_train: int, n_eval: int, budget_s: f
     """Set max_train so that one epoch, its evaluation included, fits budget / EPOCH_SHARE (tfidf, one
     pass: twice that); the reason it cannot, or None."""
     share = budget_s / EPOCH_SHARE - candidate.infer_s * n_eval
+    if candidate.method == "fewshot":  # no training: its demonstrations come from all of train
+        candidate.max_train = n_train
+        return (
+            None
+            if candidate.seconds(1, n_eval) <= budget_s / 2
+            else f"{candidate.name}: too slow to answer {n_eval} examples in half the budget"
+        )
     if candidate.method == "tfidf":
         share = 2 * budget_s / EPOCH_SHARE - candidate.startup_s - candidate.fixed_s
     fits = math.floor(share / candidate.train_s) if candidate.train_s > 0 else n_train

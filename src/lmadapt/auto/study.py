@@ -29,7 +29,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config.auto import METRICS, parse_budget  # noqa: F401  (parse_budget: lmadapt.auto.parse_budget)
 from ..errors import DataError, LmadaptError, RecipeError
 from ..utils.io import read_json, write_json, write_jsonl, write_text
 from . import plan as planning
@@ -48,7 +48,6 @@ from .understand import EVAL_MAX, EVAL_SHARE, TRAINABLE, finish, read_file, stra
 
 STUDY = "auto"
 MARGIN_S = 5.0  # kept back for writing the leaderboard, its plot and the winner's folder
-METRICS = ("f1_macro", "accuracy", "f1_micro")
 # settings auto gives a method beyond its defaults: tfidf's cross-validation in 3 folds, not 5 (its grid of C
 # is the same); a freeze head of 256 hidden units
 TFIDF_GROWTH, TFIDF_HEADROOM = 3, 1.25
@@ -62,20 +61,6 @@ class Skip(Exception):
 
 class TrialFailed(Exception):
     """A trial process that ended without a complete run folder."""
-
-
-def parse_budget(text: str) -> float:
-    """'20m', '90s', '1h30m', '45' (seconds) -> seconds."""
-    parts = re.fullmatch(
-        r"\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*", text
-    )
-    if not text.strip() or parts is None or not any(parts.groups()):
-        raise RecipeError(f"--budget {text!r}: expected a duration such as 20m, 90s or 1h30m")
-    h, m, s = (float(g or 0) for g in parts.groups())
-    seconds = h * 3600 + m * 60 + s
-    if seconds <= 0:
-        raise RecipeError(f"--budget {text!r}: must be more than 0 seconds")
-    return seconds
 
 
 def run_auto(
@@ -225,9 +210,9 @@ def _make_plan(u, understood, records, eval_records, eval_file, budget, deadline
         found = [Candidate("tfidf", None, "tfidf")] + planning.model_candidates(models, texts, say)
         planning.warm_imports()
         startup = planning.startup_seconds()
-        candidates, slow_models = [], set()
+        candidates, slow_families = [], set()
         for c in found:
-            if c.model in slow_models:  # its methods come cheapest first: the rest cost more per example
+            if c.family in slow_families:  # its methods come cheapest first: the rest cost more per example
                 say(
                     f"  {c.name}: not probed ({c.method} costs more per example than a method found too slow)"
                 )
@@ -242,7 +227,7 @@ def _make_plan(u, understood, records, eval_records, eval_file, budget, deadline
             if too_slow:
                 say(f"  {too_slow}")
                 if c.model:
-                    slow_models.add(c.model)
+                    slow_families.add(c.family)
                 continue
             candidates.append(c)
             say(f"  {c.name}: {c.train_s * 1000:.1f} ms per training example, {c.infer_s * 1000:.1f} ms per "
@@ -294,6 +279,8 @@ def _recipe_builder(u, train_path: str, eval_path: str, max_length: int, metric:
     """(candidate, lr, epochs, max_train) -> a raw recipe of one trial (output set by the caller)."""
 
     def build(c: Candidate, lr: float | None, epochs: int, max_train: int | None) -> dict:
+        if c.method == "fewshot":
+            return _prompt_recipe(u, c, train_path, eval_path, max_length, seed)
         method = {"type": c.method} | METHOD_SETTINGS.get(c.method, {})
         return {
             "model": c.model or "none",  # tfidf loads no model (compare shows '-')
@@ -310,6 +297,20 @@ def _recipe_builder(u, train_path: str, eval_path: str, max_length: int, metric:
         }  # fmt: skip
 
     return build
+
+
+def _prompt_recipe(u, c: Candidate, train_path: str, eval_path: str, max_length: int, seed: int) -> dict:
+    """A few-shot prompting trial: the decoder answers eval with FEWSHOT_K random training demonstrations."""
+    return {
+        "model": c.model,
+        "task": u.task_section() | {"labels": u.labels},
+        "data": {"train": train_path, "eval": eval_path, "test": None, "seed": seed,
+                 "max_eval": planning.EVAL_CAP if u.n_eval > planning.EVAL_CAP else None},
+        "stage": "prompt",
+        "prompt": {"mode": "few_shot", "k": planning.FEWSHOT_K, "selection": "random", "max_new_tokens": 8},
+        "train": {"max_length": min(2048, (planning.FEWSHOT_K + 1) * max_length + 64), "seed": seed},
+        "output": "runs/auto-trial",
+    }  # fmt: skip
 
 
 def _storage(output: Path, heartbeat: int):
@@ -394,7 +395,11 @@ def _objective(study, plan, candidates, output, metric, trials_end, clock, say):
         raw = base(c, lr=lr, epochs=epochs, max_train=c.max_train) | {"output": str(output / "trials" / name)}
         recipe_file = output / "recipes" / f"{name}.yaml"
         write_text(recipe_file, recipe_to_yaml(parse_recipe(raw, str(recipe_file))))
-        params = ({"lr": f"{lr:.1e}", "epochs": epochs} if lr else {}) | {"train": c.max_train}
+        params = (
+            ({"lr": f"{lr:.1e}", "epochs": epochs} if lr else {})
+            | ({"k": planning.FEWSHOT_K} if c.method == "fewshot" else {})
+            | {"train": c.max_train}
+        )
         attrs = {"name": name, "model": c.model or "-", "method": c.method, "params": params,
                  "predicted_s": round(predicted, 1), "left_s": round(left, 1), "recipe": str(recipe_file), "worker": os.getpid()}  # fmt: skip
         for key, value in attrs.items():
@@ -432,10 +437,11 @@ class _Understood:
 
 
 def _cheapest_methods(candidates: dict, n_eval: int) -> dict[str, str]:
-    """model -> the name of its cheapest candidate (tfidf counts as a model of its own)."""
+    """family (a model's training methods; its prompting) -> the name of its cheapest candidate (tfidf
+    counts as a model of its own)."""
     out: dict[str, str] = {}
     for c in sorted(candidates.values(), key=lambda c: c.seconds(c.epochs_max, n_eval)):
-        out.setdefault(c.model, c.name)
+        out.setdefault(c.family, c.name)
     return out
 
 
@@ -462,12 +468,12 @@ def _runnable(c: Candidate, study, cheapest: dict[str, str], room: float, n_trai
         return dataclasses.replace(c, max_train=size), None
     if c.seconds(1, n_eval) > room:
         return None, f"needs {c.seconds(1, n_eval):.0f} s, {room:.0f} s left"
-    if cheapest.get(c.model) == c.name:
+    if cheapest.get(c.family) == c.name:
         return c, None
     leader = _best(study)
     if leader is not None and leader.user_attrs.get("model") == c.model:
         return c, None
-    return None, f"{c.method} on {c.model} opens once {cheapest.get(c.model)} leads the study"
+    return None, f"{c.method} on {c.model} opens once {cheapest.get(c.family)} leads the study"
 
 
 def _fallback(
@@ -666,6 +672,11 @@ def _write_winner(recipe_file: Path, winner_dir: Path, test_path: str | None, sa
     recipe = load_recipe(
         recipe_file, [f"output={winner_dir}", f"data.test={test_path}" if test_path else "data.test=null"]
     )
+    if recipe.stage == "prompt":  # nothing was trained: the same prompting answers eval and test again
+        from ..stages import run_stage
+
+        run_stage(recipe)
+        return
     run = RunDir.start(recipe)
     for item in trial_dir.iterdir():
         if item.name in ("status.json", "config.yaml", "plots"):
