@@ -362,11 +362,11 @@ def test_a_decoder_is_also_a_few_shot_prompting_candidate_and_can_win(tmp_path):
     """A decoder brings two families: LoRA training and few-shot prompting (no training), each opening on its
     own. A prompting winner is the same prompting answering the test split; predict refuses a prompt run."""
     from lmadapt.auto import run_auto
-    from lmadapt.auto.study import _write_winner
+    from lmadapt.auto.results import write_winner
     from tiny_lm import save_tiny
 
     decoder = str(save_tiny(tmp_path / "tiny-decoder"))
-    train = write_jsonl(tmp_path / "train.jsonl", reviews(120, 0))
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(90, 0))  # few labels: prompting is tried
     test = write_jsonl(tmp_path / "test.jsonl", reviews(30, 2))
     output = tmp_path / "auto"
     said: list[str] = []
@@ -378,7 +378,7 @@ def test_a_decoder_is_also_a_few_shot_prompting_candidate_and_can_win(tmp_path):
     assert fewshot.value is not None and fewshot.user_attrs["params"]["k"] == 4
 
     winner = tmp_path / "prompt-winner"
-    _write_winner(Path(fewshot.user_attrs["recipe"]), winner, str(test), said.append)
+    write_winner(Path(fewshot.user_attrs["recipe"]), winner, str(test), said.append)
     final = json.loads((winner / "metrics.json").read_text())["final"]
     assert final["eval"]["f1_macro"] == pytest.approx(fewshot.value) and "f1_macro" in final["test"]
     result = CliRunner().invoke(app, ["predict", str(winner), "--input", str(test), "--output", str(tmp_path / "p.jsonl")])  # fmt: skip

@@ -42,7 +42,15 @@ INCOMPLETE_SUFFIX = ".incomplete"
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, in MiB: Linux's VmHWM (this program's own high-water
+    mark), else ru_maxrss (KiB on Linux, bytes on macOS). Not ru_maxrss on Linux: it survives fork and exec,
+    so a run started by a large process (an `lmadapt auto` trial) reported its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -38,6 +38,10 @@ ENCODER_METHODS = ("freeze", "lora", "full")
 DECODER_METHODS = ("lora", "fewshot")
 UNTRAINED = ("tfidf", "fewshot")  # one pass, no epochs, no learning rate
 FEWSHOT_K = 4  # demonstrations per prompt
+# prompting is tried with fewer labelled examples than this: with more, training wins and prompting costs
+# much of a short budget (pubmed-mesh, 400 train, 15 min: two few-shot trials took 5 min and scored 0.34
+# macro-F1, tfidf 0.93 in 5 s; docs/results-auto.md)
+FEWSHOT_MAX_TRAIN = 100
 UNK_LIMIT = 0.5  # a tokenizer that maps more of the text than this to its unknown token cannot read it
 PROBE_TRAIN, PROBE_EVAL = 32, 16
 EPOCHS_MAX = 3  # the Hyperband resource: epochs, reported one by one
@@ -93,8 +97,11 @@ class Candidate:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def model_candidates(extra: list[str], texts: list[str], say: Callable[[str], None]) -> list[Candidate]:
-    """Pulled catalog models and `extra` (--model) whose tokenizers read the text, with their methods."""
+def model_candidates(
+    extra: list[str], texts: list[str], say: Callable[[str], None], n_train: int = 0
+) -> list[Candidate]:
+    """Pulled catalog models and `extra` (--model) whose tokenizers read the text, with their methods (a
+    decoder's few-shot prompting only below FEWSHOT_MAX_TRAIN training examples)."""
     from ..sources import list_models, resolve_model
 
     names = [row["name"] for row in list_models() if row["pulled"]]
@@ -109,7 +116,16 @@ def model_candidates(extra: list[str], texts: list[str], say: Callable[[str], No
             say(f"{name}: its tokenizer turns {unk:.0%} of this text into unknown tokens: not a candidate")
             continue
         methods = ENCODER_METHODS if kind == "encoder" else DECODER_METHODS
-        say(f"{name}: {kind}, {unk:.1%} unknown tokens on this text: candidate for {', '.join(methods)}")
+        if "fewshot" in methods and n_train >= FEWSHOT_MAX_TRAIN:
+            methods = tuple(m for m in methods if m != "fewshot")
+        note = (
+            f" (few-shot prompting: below {FEWSHOT_MAX_TRAIN} training examples)"
+            if kind == "decoder" and "fewshot" not in methods
+            else ""
+        )
+        say(
+            f"{name}: {kind}, {unk:.1%} unknown tokens on this text: candidate for {', '.join(methods)}{note}"
+        )
         found += [Candidate(f"{_short(name)}:{m}", name, m, kind) for m in methods]
     return found
 
@@ -251,3 +267,47 @@ def size_for_budget(candidate: Candidate, n_train: int, n_eval: int, budget_s: f
             f"{MIN_TRAIN} examples would take more than 1/{EPOCH_SHARE} of the budget: too slow for it"
         )
     return None
+
+
+# ---------------------------------------------------------------------------------------------- trial recipes
+# settings auto gives a method beyond its defaults: tfidf's cross-validation in 3 folds, not 5 (its grid of C
+# is the same); a freeze head of 256 hidden units
+METHOD_SETTINGS = {"tfidf": {"cv_folds": 3}, "freeze": {"head_hidden": 256}}
+
+
+def recipe_builder(u, train_path: str, eval_path: str, max_length: int, metric: str, seed: int):
+    """(candidate, lr, epochs, max_train) -> a raw recipe of one trial (output set by the caller)."""
+
+    def build(c: Candidate, lr: float | None, epochs: int, max_train: int | None) -> dict:
+        if c.method == "fewshot":
+            return _prompt_recipe(u, c, train_path, eval_path, max_length, seed)
+        method = {"type": c.method} | METHOD_SETTINGS.get(c.method, {})
+        return {
+            "model": c.model or "none",  # tfidf loads no model (compare shows '-')
+            "task": u.task_section() | {"labels": u.labels},
+            "data": {"train": train_path, "eval": eval_path, "test": None, "seed": seed,
+                     "max_train": max_train if max_train and max_train < u.n_train else None,
+                     "max_eval": EVAL_CAP if u.n_eval > EVAL_CAP else None},
+            "method": method,
+            "stage": "finetune",
+            "train": {"epochs": epochs, "lr": lr or 1e-3, "batch_size": BATCH_SIZE,
+                      "max_length": max_length, "seed": seed, "logging_steps": 10},
+            "eval": {"every": "epoch", "best_metric": metric},
+            "output": "runs/auto-trial",
+        }  # fmt: skip
+
+    return build
+
+
+def _prompt_recipe(u, c: Candidate, train_path: str, eval_path: str, max_length: int, seed: int) -> dict:
+    """A few-shot prompting trial: the decoder answers eval with FEWSHOT_K random training demonstrations."""
+    return {
+        "model": c.model,
+        "task": u.task_section() | {"labels": u.labels},
+        "data": {"train": train_path, "eval": eval_path, "test": None, "seed": seed,
+                 "max_eval": EVAL_CAP if u.n_eval > EVAL_CAP else None},
+        "stage": "prompt",
+        "prompt": {"mode": "few_shot", "k": FEWSHOT_K, "selection": "random", "max_new_tokens": 8},
+        "train": {"max_length": min(2048, (FEWSHOT_K + 1) * max_length + 64), "seed": seed},
+        "output": "runs/auto-trial",
+    }  # fmt: skip

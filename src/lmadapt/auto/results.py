@@ -1,0 +1,114 @@
+"""What `lmadapt auto` hands back: the leaderboard of every trial, the winner's run folder (scored once on the
+test split) and the winning recipe."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import LmadaptError
+from ..utils.io import read_json, write_json, write_jsonl, write_text
+from .search import best_trial, trial_metrics
+
+
+def finish_study(study, plan: dict, output: Path, metric: str, test_file, say) -> Path:
+    """Leaderboard of every trial, the winner's run folder (test scored once), the winning recipe."""
+    import optuna
+
+    from ..compare import Planned, run_name, write_leaderboard
+    from ..config import load_recipe, recipe_to_yaml
+
+    states = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.PRUNED: "pruned",
+              optuna.trial.TrialState.FAIL: "failed"}  # fmt: skip
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in states or "skipped" in t.user_attrs or "recipe" not in t.user_attrs:
+            continue
+        recipe = load_recipe(t.user_attrs["recipe"])
+        item = Planned(
+            run_name(f"t{t.number:03d}-{t.params['candidate'].replace(':', '-')}"),
+            Path(t.user_attrs["recipe"]),
+            [],
+            recipe,
+            status=states[t.state],
+        )
+        item.metrics = trial_metrics(Path(recipe.output))
+        rows.append(item)
+    for stale in (output / "trials").glob(".trial-*.incomplete"):  # trials of killed workers
+        number = int(stale.name.split("-")[1].split(".")[0])
+        if study.get_trials(deepcopy=False)[number].state.is_finished():
+            shutil.rmtree(stale, ignore_errors=True)
+    winner = best_trial(study)
+    if winner is None:
+        raise LmadaptError(
+            f"no trial finished within the budget (see {output / 'logs'}); give a longer --budget"
+        )
+    board = write_leaderboard(rows, output, metric)
+    say(board.read_text(encoding="utf-8"))
+    winner_dir = output / "winner"
+    marker = output / "winner.json"
+    done = read_json(marker) if marker.exists() else {}
+    test_path = str(Path(test_file).resolve()) if test_file else None
+    if (
+        done.get("trial") != winner.number
+        or done.get("test") != test_path
+        or not (winner_dir / "status.json").exists()
+    ):
+        write_winner(Path(winner.user_attrs["recipe"]), winner_dir, test_path, say)
+        write_json(marker, {"trial": winner.number, "test": test_path, metric: winner.value})
+    recipe = load_recipe(winner_dir / "config.yaml")
+    write_text(output / "winner.yaml", recipe_to_yaml(recipe))
+    final = trial_metrics(winner_dir).get("final") or {}
+    scores = "; ".join(f"{split} {metric} {v.get(metric, float('nan')):.4f}" for split, v in final.items())
+    say(
+        f"winner: trial {winner.number} ({winner.params['candidate']}, {winner.user_attrs['params']}): {scores}"
+    )
+    say(f"winner run folder: {winner_dir}; its recipe: {output / 'winner.yaml'}; leaderboard: {board}")
+    return winner_dir
+
+
+def write_winner(recipe_file: Path, winner_dir: Path, test_path: str | None, say) -> None:
+    """The winning trial's run folder, copied and (with --test) scored once on the test split."""
+    from ..config import load_recipe
+    from ..data.load import load_split
+    from ..evaluation import evaluate_splits
+    from ..predict import load_predictor
+    from ..runs import RunDir
+
+    trial_recipe = load_recipe(recipe_file)
+    trial_dir = Path(trial_recipe.output)
+    trained = RunDir.open_complete(trial_dir, "auto")
+    recipe = load_recipe(
+        recipe_file, [f"output={winner_dir}", f"data.test={test_path}" if test_path else "data.test=null"]
+    )
+    if recipe.stage == "prompt":  # nothing was trained: the same prompting answers eval and test again
+        from ..stages import run_stage
+
+        run_stage(recipe)
+        return
+    run = RunDir.start(recipe)
+    for item in trial_dir.iterdir():
+        if item.name in ("status.json", "config.yaml", "plots"):
+            continue
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, run.path / item.name)
+    shutil.copytree(trial_dir / "plots", run.path / "plots", dirs_exist_ok=True)
+    run.write_config(recipe)
+    metrics = trained.read_metrics()
+    if test_path:
+        task, predict = load_predictor(trial_dir)
+        records = load_split(None, test_path, task.fields(True))
+        evaluation = evaluate_splits(
+            task, {"test": records}, lambda _, recs: (predict(recs), None), None, run.log
+        )
+        metrics["final"] = (metrics.get("final") or {}) | evaluation.final
+        write_jsonl(run / "predictions.jsonl", evaluation.predictions)
+        report = read_json(trial_dir / "report.json") if (trial_dir / "report.json").exists() else {}
+        write_json(run / "report.json", report | evaluation.report)
+    run.write_metrics(
+        metrics["final"], metrics.get("history") or [], metrics.get("cost") or {}, metrics.get("task")
+    )
+    run.log(
+        f"auto: the winning trial {trial_dir.name}, copied"
+        + (" and scored once on the test split" if test_path else "")
+    )
+    run.commit()
