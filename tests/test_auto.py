@@ -385,3 +385,46 @@ def test_a_decoder_is_also_a_few_shot_prompting_candidate_and_can_win(tmp_path):
     assert result.exit_code == 2 and "a prompt run; predict reads finetune runs" in " ".join(
         result.output.split()
     )
+
+
+def _study_with(results: dict[str, float]) -> optuna.Study:
+    """An in-memory study holding one complete trial per candidate name: value, and the model it ran."""
+    study = optuna.create_study(direction="maximize")
+    for name, value in results.items():
+        model = None if name == "tfidf" else name.split(":")[0]
+        study.add_trial(optuna.trial.create_trial(
+            params={"candidate": name}, distributions={"candidate": optuna.distributions.CategoricalDistribution([name])},
+            value=value, user_attrs={"model": model or "-", "params": {"train": 400}, "state": "complete"},
+        ))  # fmt: skip
+    return study
+
+
+def test_costlier_methods_open_near_the_leader_and_subset_candidates_wait_for_complete_ones():
+    from lmadapt.auto.plan import Candidate
+    from lmadapt.auto.search import cheapest_methods, runnable
+
+    def cand(name, model, method, train_s, max_train):
+        return Candidate(name, model, method, "encoder", train_s=train_s, infer_s=0.01, max_train=max_train)
+
+    candidates = {c.name: c for c in (
+        cand("tfidf", None, "tfidf", 0.001, 400), cand("enc:freeze", "enc", "freeze", 0.1, 400),
+        cand("enc:full", "enc", "full", 0.2, 400), cand("dec:lora", "dec", "lora", 0.8, 90),
+    )}  # fmt: skip
+    cheapest = cheapest_methods(candidates, 100)
+    assert cheapest == {"None": "tfidf", "enc": "enc:freeze", "dec": "dec:lora"}
+
+    def check(study, name):
+        return runnable(candidates[name], study, cheapest, 10_000, 400, 100, candidates)
+
+    near = _study_with({"tfidf": 0.900, "enc:freeze": 0.885})  # enc 1.5 points behind: its full opens
+    assert check(near, "enc:full")[0] is not None
+    c, why = check(near, "dec:lora")  # a subset candidate waits for the open complete one
+    assert c is None and "trains on a subset (90 examples): after enc:full" in why
+    assert (
+        check(_study_with({"tfidf": 0.9, "enc:freeze": 0.885, "enc:full": 0.91}), "dec:lora")[0] is not None
+    )
+
+    far = _study_with({"tfidf": 0.900, "enc:freeze": 0.850})  # 5 points behind: full stays closed
+    c, why = check(far, "enc:full")
+    assert c is None and "within 0.02 of the leader" in why
+    assert check(far, "dec:lora")[0] is not None  # nothing open is waiting

@@ -23,6 +23,7 @@ from .trial import PROGRESS, STOP
 
 TFIDF_GROWTH, TFIDF_HEADROOM = 3, 1.25
 MAX_SKIPS = 25  # samples in a row that could not run: the search ends
+OPEN_MARGIN = 0.02  # a model's costlier methods open once its best is this close to the leader (metric units)
 
 
 class Skip(Exception):
@@ -59,7 +60,7 @@ def build_objective(study, plan, candidates, output, metric, trials_end, clock, 
         c, why = (
             (None, f"the same as trial {same[0]}")
             if same
-            else runnable(c, study, cheapest, left / slow, plan["n_train"], n_eval)
+            else runnable(c, study, cheapest, left / slow, plan["n_train"], n_eval, candidates)
         )
         if c is None:
             objective.skips += 1
@@ -132,9 +133,13 @@ def _trial_data(plan: dict, output: Path) -> tuple[str, str]:
     return str(output / "data" / "train.jsonl"), str(output / "data" / "eval.jsonl")
 
 
-def runnable(c: Candidate, study, cheapest: dict[str, str], room: float, n_train: int, n_eval: int):
+def runnable(
+    c: Candidate, study, cheapest: dict[str, str], room: float, n_train: int, n_eval: int, candidates=None
+):
     """(`c` as a trial would run it, None) when it is open and one epoch fits in `room` predicted seconds,
-    else (None, why). tfidf's size is what fits: it runs again only on at least 1.5x the data of its last
+    else (None, why). A candidate too slow to train on all of train (it trains on a subset) waits until every
+    open candidate that trains on all of it has run once: cheap and complete first, expensive when time is
+    left. tfidf's size is what fits: it runs again only on at least 1.5x the data of its last
     run (cross-validation tunes it; more data is all a rerun can add): first the planned size, then up to
     TFIDF_GROWTH times the last, within 1 / TFIDF_HEADROOM of the room (a tfidf run cannot stop early and
     keep what it has, so it keeps a reserve against a slow machine)."""
@@ -149,12 +154,28 @@ def runnable(c: Candidate, study, cheapest: dict[str, str], room: float, n_train
         return dataclasses.replace(c, max_train=size), None
     if c.seconds(1, n_eval) > room:
         return None, f"needs {c.seconds(1, n_eval):.0f} s, {room:.0f} s left"
+    if not _open(c, study, cheapest):
+        return None, (f"{c.method} on {c.model} opens once {c.model}'s best is within {OPEN_MARGIN:.2f} of the "
+                      "leader's")  # fmt: skip
+    if candidates is not None and c.method not in planning.UNTRAINED and c.max_train < n_train:
+        ran = {t.params.get("candidate") for t in _started(study) + _pruned(study)}
+        waiting = [
+            o.name for o in candidates.values()
+            if o.max_train >= n_train and o.method != "tfidf" and o.name not in ran and _open(o, study, cheapest)
+        ]  # fmt: skip
+        if waiting:
+            return None, f"trains on a subset ({c.max_train:,} examples): after {', '.join(waiting)}"
+    return c, None
+
+
+def _open(c: Candidate, study, cheapest: dict[str, str]) -> bool:
+    """A family's cheapest method is always open; the model's costlier ones once its best trial is within
+    OPEN_MARGIN of the leader (a model just behind may lead with a stronger method)."""
     if cheapest.get(c.family) == c.name:
-        return c, None
+        return True
     leader = best_trial(study)
-    if leader is not None and leader.user_attrs.get("model") == c.model:
-        return c, None
-    return None, f"{c.method} on {c.model} opens once {cheapest.get(c.family)} leads the study"
+    own = [t.value for t in _complete(study) if t.user_attrs.get("model") == c.model]
+    return leader is not None and bool(own) and max(own) >= leader.value - OPEN_MARGIN
 
 
 def _fallback(
@@ -164,7 +185,7 @@ def _fallback(
     fits = [
         c
         for c in candidates.values()
-        if runnable(c, study, cheapest, left / slowdown(study, c), n_train, n_eval)[0]
+        if runnable(c, study, cheapest, left / slowdown(study, c), n_train, n_eval, candidates)[0]
     ]
     leader = best_trial(study)
     lead = leader.params.get("candidate") if leader else None

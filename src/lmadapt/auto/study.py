@@ -167,7 +167,9 @@ def run_auto(
             break
         left = trials_end - clock()
         if not any(
-            runnable(c, study, cheapest, left / slowdown(study, c), plan["n_train"], plan["n_eval"])[0]
+            runnable(
+                c, study, cheapest, left / slowdown(study, c), plan["n_train"], plan["n_eval"], candidates
+            )[0]
             for c in candidates.values()
         ):
             say(f"budget: {max(left, 0):.0f} s left for trials: no open candidate fits in it; search done")
@@ -240,7 +242,13 @@ def _make_plan(u, understood, records, eval_records, eval_file, budget, deadline
             f"scoring ({reserve:.0f} s): give a longer --budget; nothing was written"
         )
     order = sorted(candidates, key=lambda c: c.seconds(c.epochs_max, n_eval))
-    first = list(dict.fromkeys(cheapest_methods({c.name: c for c in order}, n_eval).values()))
+    # the first round: each family's cheapest, if it trains on all of train (the slower ones wait: search.py)
+    first = [
+        name
+        for name in dict.fromkeys(cheapest_methods({c.name: c for c in order}, n_eval).values())
+        if next(c for c in order if c.name == name).max_train >= u.n_train
+        or next(c for c in order if c.name == name).method in planning.UNTRAINED
+    ]
     return {
         "understood": understood, "carved": None if eval_file else True, "max_length": max_length,
         "n_train": u.n_train, "n_eval": n_eval, "n_eval_all": u.n_eval, "n_test": u.n_test, "script": u.script,
