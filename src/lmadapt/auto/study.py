@@ -52,6 +52,7 @@ from .search import (
 from .understand import EVAL_MAX, EVAL_SHARE, TRAINABLE, finish, read_file, stratified_split, understand
 
 STUDY = "auto"
+PLAN_SHARE = 0.25  # probing stops (cheapest candidates first: tfidf, encoders, decoders) past this share
 MARGIN_S = 5.0  # kept back for writing the leaderboard, its plot and the winner's folder
 
 
@@ -200,11 +201,17 @@ def _make_plan(u, understood, records, eval_records, eval_file, budget, deadline
         say(f"planning: probing each candidate on this machine (max_length {max_length})")
         n_eval = min(u.n_eval, planning.EVAL_CAP)
         base = recipe_builder(u, train_path, eval_path, max_length, metric, seed)
-        found = [Candidate("tfidf", None, "tfidf")] + planning.model_candidates(models, texts, say, u.n_train)
+        found = planning.model_candidates(models, texts, say, u.n_train)
+        found = [Candidate("tfidf", None, "tfidf")] + sorted(found, key=lambda c: c.kind == "decoder")
         planning.warm_imports()
         startup = planning.startup_seconds()
         candidates, slow_families = [], set()
-        for c in found:
+        for i, c in enumerate(found):
+            spent = clock() - (deadline - budget)
+            if candidates and spent > PLAN_SHARE * budget:  # probing must leave the budget to the trials
+                say(f"  planning has taken {spent:.0f} s of the {budget:.0f} s budget: not probed, so not tried: "
+                    f"{', '.join(o.name for o in found[i:])}")  # fmt: skip
+                break
             if c.family in slow_families:  # its methods come cheapest first: the rest cost more per example
                 say(
                     f"  {c.name}: not probed ({c.method} costs more per example than a method found too slow)"
