@@ -34,16 +34,13 @@ def write_splits(recipe_file: Path, folder: Path) -> dict[str, Path]:
     from lmadapt.config import load_recipe
     from lmadapt.data.splits import load_splits
     from lmadapt.tasks import get_task
+    from lmadapt.utils.io import write_jsonl
 
     recipe = load_recipe(recipe_file)
     splits = load_splits(recipe, get_task(recipe.task).fields(True))
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths = {name: folder / f"{name}.jsonl" for name in splits}
     for name, records in splits.items():
-        paths[name] = folder / f"{name}.jsonl"
-        with paths[name].open("w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(paths[name], records)
     return paths
 
 
