@@ -7,7 +7,9 @@ The weights: lmadapt's cached `--model` folder, converted by llama.cpp's own con
 bf16 GGUF (and, with `--llama-quantize`, to Q4_1 from an f32 GGUF), so both servers run the same numbers.
 Each round starts every server in turn (the order alternates between rounds), waits for it to answer, warms it
 with one request, then runs bench/serve_load.py's load for each `--clients` count and stops it; nothing else
-may run meanwhile (the load average is printed before and after, and with each row). The table gives each
+may run meanwhile: the run waits for the 1-minute load average to fall below `--cool` before it starts, prints
+it with each row, and after the last server stops waits for it to fall below `--cool` again (the bench's own
+servers keep it near 2 while they run; falling back shows nothing else was running). The table gives each
 (server, clients) median over the rounds. The machine's memory bandwidth (a 1 GiB fp32 read) and matmul peak
 (fp32 and bf16 2048^3 GEMMs, torch) are measured at the start and the end of the same run.
 """
@@ -52,6 +54,16 @@ def machine(threads: int) -> dict:
             flops.append(2 * 2048**3 / (time.perf_counter() - t) / 1e9)
         out[f"gemm_{str(dtype).split('.')[-1]}_gflop_s"] = round(max(flops), 1)
     return out
+
+
+def cool(limit: float, most: float = 600) -> float:
+    """Wait (at most `most` seconds) for the 1-minute load average to fall below `limit`; return it."""
+    start = time.monotonic()
+    while os.getloadavg()[0] >= limit and time.monotonic() - start < most:
+        time.sleep(5)
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f} after {time.monotonic() - start:.0f} s of waiting", flush=True)
+    return load
 
 
 def free_port() -> int:
@@ -125,11 +137,13 @@ def main() -> None:
     p.add_argument("--context", type=int, default=512, help="llama-server context per slot.")
     p.add_argument("--work", default="/tmp/side_by_side")
     p.add_argument("--out", default=None, help="Append every row (JSON lines).")
+    p.add_argument("--cool", type=float, default=1.0, help="Load average to wait for before and after.")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     ggufs = make_ggufs(args.model, work, args.llama_quantize)
     kinds = [f"lmadapt-{d}" for d in args.lmadapt_dtype] + [f"llama-{q}" for q in ggufs]
+    cool(args.cool)
     print(f"load average before: {os.getloadavg()}", flush=True)
     before = machine(args.threads)
     print(f"machine before: {before}", flush=True)
@@ -161,7 +175,9 @@ def main() -> None:
                     proc.kill()
                 log.close()
     after = machine(args.threads)
-    print(f"machine after: {after}\nload average after: {os.getloadavg()}\n")
+    print(f"machine after: {after}\nload average after the last server: {os.getloadavg()}", flush=True)
+    cool(args.cool)
+    print(f"load average after: {os.getloadavg()}\n")
     print(
         f"medians of {args.rounds} rounds, {args.seconds:g} s each, {args.max_tokens} new tokens, greedy, "
         f"{args.threads} threads, {args.slots} slots"

@@ -428,3 +428,49 @@ def test_costlier_methods_open_near_the_leader_and_subset_candidates_wait_for_co
     c, why = check(far, "enc:full")
     assert c is None and "within 0.02 of the leader" in why
     assert check(far, "dec:lora")[0] is not None  # nothing open is waiting
+
+
+def test_a_trial_is_pruned_only_against_trials_of_its_own_candidate():
+    from lmadapt.auto.search import pruner
+
+    study = optuna.create_study(direction="maximize", pruner=pruner())
+    names = ["enc:freeze", "enc:full"]
+
+    def run(name: str, curve: list[float]) -> bool:
+        """A trial of `name` reporting `curve` epoch by epoch; whether it was pruned."""
+        study.enqueue_trial({"candidate": name})
+        trial = study.ask({"candidate": optuna.distributions.CategoricalDistribution(names)})
+        for epoch, value in enumerate(curve, 1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True
+        study.tell(trial, curve[-1])
+        return False
+
+    assert not run("enc:freeze", [0.93, 0.94, 0.95])
+    assert not run("enc:freeze", [0.94, 0.95, 0.95])
+    # full fine-tuning is far behind freeze after one epoch; its first trial runs its course all the same
+    assert not run("enc:full", [0.78, 0.93, 0.96])
+    assert run("enc:full", [0.60, 0.90, 0.97])  # behind its own candidate's first trial after epoch 1
+    assert run("enc:freeze", [0.80, 0.90, 0.90])  # behind freeze's own two
+
+
+def test_each_open_method_runs_once_at_its_default_before_tpe_samples():
+    from lmadapt.auto.plan import Candidate
+    from lmadapt.auto.search import cheapest_methods, untried
+
+    candidates = {c.name: c for c in (
+        Candidate("tfidf", None, "tfidf", train_s=0.001, infer_s=0.01, max_train=400),
+        Candidate("enc:freeze", "enc", "freeze", "encoder", train_s=0.1, infer_s=0.01, max_train=400),
+        Candidate("enc:lora", "enc", "lora", "encoder", train_s=0.15, infer_s=0.01, max_train=400),
+        Candidate("enc:full", "enc", "full", "encoder", train_s=0.2, infer_s=0.01, max_train=400),
+    )}  # fmt: skip
+    cheapest = cheapest_methods(candidates, 100)
+    study = _study_with({"tfidf": 0.900, "enc:freeze": 0.895})
+    assert untried(study, candidates, cheapest, 10_000, 400, 100).name == "enc:lora"  # the cheaper first
+    study.enqueue_trial({"candidate": "enc:lora"})  # queued (not yet run) counts as given
+    assert untried(study, candidates, cheapest, 10_000, 400, 100).name == "enc:full"
+    assert untried(study, candidates, cheapest, 30, 400, 100) is None  # nothing untried fits 30 s
+    far = _study_with({"tfidf": 0.900, "enc:freeze": 0.850})  # enc's costlier methods are not open
+    assert untried(far, candidates, cheapest, 10_000, 400, 100) is None

@@ -528,13 +528,15 @@ def auto(
     """
     from .auto import parse_budget, run_auto
 
-    def say(message: str) -> None:
-        console.print(message, highlight=False, markup=False, soft_wrap=True)
-
     run_auto(
         train, parse_budget(budget), output, eval_file, test_file, metric, task, text or None, label,
-        model or [], trials, heartbeat, seed, say,
+        model or [], trials, heartbeat, seed, _say,
     )  # fmt: skip
+
+
+def _say(message: str) -> None:
+    """auto's log line, as written (no markup, no wrapping: its table rows are wide)."""
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def _auto_recipe(recipe: Path, overrides: list[str] | None) -> None:
@@ -547,6 +549,5 @@ def _auto_recipe(recipe: Path, overrides: list[str] | None) -> None:
     a = r.auto
     run_auto(
         r.data.train, parse_budget(a.budget), r.output, r.data.eval, r.data.test, a.metric, r.task.type,
-        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed,
-        lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True),
+        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed, _say,
     )  # fmt: skip

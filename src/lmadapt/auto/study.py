@@ -6,11 +6,13 @@ Reads top to bottom:
 2. **plan**: candidates (tfidf; each pulled model whose tokenizer reads the text, with its methods), each
    probed on this machine for its cost; a budget shorter than the cheapest candidate is an error;
 3. **search** in an Optuna study stored in OUTPUT/study.db (SQLite): the cheap candidates first (tfidf,
-   once: cross-validation tunes it; each model's cheapest method), then TPE samples the candidate and its
-   learning rate and Hyperband prunes by the eval metric after each epoch; a model's costlier methods open
-   only while that model leads. A trial starts only when its predicted seconds (measured costs, scaled by
-   how much longer than predicted earlier trials took) fit what is left of the budget, and each runs `python -m lmadapt.auto.trial` (its own
-   process and peak memory) into an ordinary run folder OUTPUT/trials/trial-NNN;
+   once: cross-validation tunes it; each model's cheapest method), each method once at its default learning
+   rate as it opens (a model's costlier methods open while that model's best is near the leader's), then TPE
+   samples the candidate and its learning rate; successive halving prunes a trial after an epoch when it is
+   behind the trials of its own candidate. A trial starts only when its predicted seconds (measured costs,
+   scaled by how much longer than predicted earlier trials took) fit what is left of the budget, and each
+   runs `python -m lmadapt.auto.trial` (its own process and peak memory) into an ordinary run folder
+   OUTPUT/trials/trial-NNN;
 4. **output**: the leaderboard of every trial (compare's md/csv/json/png), the winner scored once on the
    test split into OUTPUT/winner (an ordinary run folder: predict / export / serve read it), and the
    winning recipe OUTPUT/winner.yaml.
@@ -45,9 +47,11 @@ from .search import (
     TrialFailed,
     build_objective,
     cheapest_methods,
+    pruner,
     row_header,
     runnable,
     slowdown,
+    untried,
 )
 from .understand import EVAL_MAX, EVAL_SHARE, TRAINABLE, finish, read_file, stratified_split, understand
 
@@ -130,8 +134,7 @@ def run_auto(
             storage = _storage(output, heartbeat)
         study = optuna.create_study(
             storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True,
-            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=planning.EPOCHS_MAX,
-                                                  reduction_factor=3),
+            pruner=pruner(),
         )  # fmt: skip
         # each process that joins the study (a worker, a re-run) draws its own seeded stream of samples,
         # so no two draw the same: the seed and the how-manieth process this is
@@ -175,6 +178,11 @@ def run_auto(
         ):
             say(f"budget: {max(left, 0):.0f} s left for trials: no open candidate fits in it; search done")
             break
+        with _locked(output):  # two workers must not both queue the same candidate
+            fresh = untried(study, candidates, cheapest, left, plan["n_train"], plan["n_eval"])
+            if fresh is not None:
+                lr = {f"{fresh.name}.lr": fresh.lr_range[2]} if fresh.lr_range else {}
+                study.enqueue_trial({"candidate": fresh.name} | lr)
         study.optimize(objective, n_trials=1, catch=(Skip, TrialFailed))
         if objective.skips >= MAX_SKIPS:
             say(

@@ -46,17 +46,17 @@ def _onednn_bf16() -> bool:
 
 def _bf16_matmul(module: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x @ weight.T with x rounded to bf16 (fp32 accumulation), through the module's reordered copy of
-    `weight` where oneDNN runs bf16 on this CPU (re-made if the weight was changed in place); float32 out."""
+    `weight` where oneDNN runs bf16 on this CPU (else a cached bf16 copy); float32 out."""
     xb = x.to(torch.bfloat16)
-    if x.device.type != "cpu" or not _onednn_bf16():
-        return F.linear(xb, weight.to(torch.bfloat16)).to(x.dtype)
+    onednn = x.device.type == "cpu" and _onednn_bf16()
+    key = (weight._version, weight.data_ptr(), weight.device)
     packed = module.__dict__.get("_packed")
-    if packed is None or packed[0] != weight._version:
-        packed = (
-            weight._version,
-            torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16), 1),
-        )
+    if packed is None or packed[0] != key:  # made once; again if the weight is changed, replaced or moved
+        bf16 = weight.detach().to(torch.bfloat16)
+        packed = (key, torch.ops.mkldnn._reorder_linear_weight(bf16, 1) if onednn else bf16)
         module.__dict__["_packed"] = packed  # not a buffer: never saved, never moved
+    if not onednn:
+        return F.linear(xb, packed[1]).to(x.dtype)
     return torch.ops.mkldnn._linear_pointwise(xb, packed[1], None, "none", [], "").to(x.dtype)
 
 
