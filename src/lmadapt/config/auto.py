@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import Field, field_validator
@@ -22,7 +22,8 @@ from pydantic import Field, field_validator
 from ..errors import RecipeError
 from .base import Section
 
-METRICS = ("f1_macro", "accuracy", "f1_micro")
+Metric = Literal["f1_macro", "accuracy", "f1_micro"]
+METRICS = get_args(Metric)
 
 
 def parse_budget(text: str) -> float:
@@ -58,9 +59,7 @@ class AutoTask(Section):
 
 class AutoSection(Section):
     budget: str = Field(description="Wall-clock budget for everything: 20m, 90s, 1h30m.")
-    metric: Literal["f1_macro", "accuracy", "f1_micro"] = Field(
-        "f1_macro", description="Eval metric ranked by."
-    )
+    metric: Metric = Field("f1_macro", description="Eval metric ranked by.")
     models: list[str] = Field(default_factory=list, description="Also try these models (names or folders).")
     trials: int | None = Field(None, ge=1, description="Stop once the study holds this many trials.")
     heartbeat: int = Field(10, ge=1, description="Seconds between a worker's heartbeats.")
