@@ -22,6 +22,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 from typer.testing import CliRunner
 
@@ -270,13 +271,14 @@ def test_killed_auto_rerun_continues_the_study_without_repeating_a_trial(tmp_pat
         key=lambda t: (t.value, -t.number),
     )
     marker = json.loads((output / "winner.json").read_text())
-    assert marker["trial"] == best.number
+    assert marker["trial"] == best.number and marker["refit_done"]
     winner = output / "winner"
     assert RunDir(winner).is_finished()
-    final = json.loads((winner / "metrics.json").read_text())["final"]
-    assert (
-        set(final) == {"eval", "test"} and final["test"]["f1_macro"] > 0.9
-    )  # tfidf reads the sentiment words
+    # the winner learnt from every labelled record: the carved eval went back into its training data
+    metrics = json.loads((winner / "metrics.json").read_text())
+    assert metrics["cost"]["train_examples"] == 240
+    assert yaml.safe_load((winner / "config.yaml").read_text())["data"]["eval"] is None
+    assert set(metrics["final"]) == {"test"} and metrics["final"]["test"]["f1_macro"] > 0.9
     board = json.loads((output / "leaderboard.json").read_text())
     assert {r["name"][:4] for r in board["rows"]} == {f"t{n:03d}" for n in after} | {
         f"t{t.number:03d}"
@@ -306,7 +308,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_bert):
     train = write_jsonl(tmp_path / "train.jsonl", reviews(240, 0))
     output = tmp_path / "auto"
     env = os.environ | {"LMADAPT_HOME": str(tmp_path / "home")}
-    cmd = auto_cmd(train, output, tiny_bert, "--trials", "6")
+    cmd = auto_cmd(train, output, tiny_bert, "--trials", "6", "--no-refit")
     workers = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
@@ -326,6 +328,9 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_bert):
     winners = {line for o in outs for line in o.splitlines() if line.startswith("winner: trial")}
     assert len(winners) == 1, winners
     check_budget_kept(study)
+    # --no-refit: the winner is its trial's model, as the search scored it on eval
+    assert not json.loads((output / "winner.json").read_text())["refit_done"]
+    assert set(json.loads((output / "winner" / "metrics.json").read_text())["final"]) == {"eval"}
 
 
 def test_a_stage_auto_recipe_runs_the_search_and_its_mistakes_name_the_line(tmp_path):
@@ -474,3 +479,32 @@ def test_each_open_method_runs_once_at_its_default_before_tpe_samples():
     assert untried(study, candidates, cheapest, 30, 400, 100) is None  # nothing untried fits 30 s
     far = _study_with({"tfidf": 0.900, "enc:freeze": 0.850})  # enc's costlier methods are not open
     assert untried(far, candidates, cheapest, 10_000, 400, 100) is None
+
+
+def test_the_leaders_refit_on_train_and_eval_is_kept_back_from_the_trials():
+    from lmadapt.auto.plan import Candidate
+    from lmadapt.auto.search import refit_reserve, refit_size
+
+    full = Candidate("enc:full", "enc", "full", "encoder", startup_s=4, fixed_s=2, train_s=0.2, infer_s=0.01)
+    dec = Candidate("dec:lora", "dec", "lora", "decoder", startup_s=4, fixed_s=3, train_s=1.0, infer_s=0.1)
+    shot = Candidate("dec:fewshot", "dec", "fewshot", "decoder", startup_s=4, fixed_s=3, infer_s=0.5)
+    candidates = {c.name: c for c in (full, dec, shot)}
+    plan = {"n_train": 400, "n_eval_all": 100, "n_test": 150}
+
+    def study_led_by(name: str, params: dict) -> optuna.Study:
+        study = optuna.create_study(direction="maximize")
+        study.add_trial(optuna.trial.create_trial(
+            params={"candidate": name}, distributions={"candidate": optuna.distributions.CategoricalDistribution(list(candidates))},
+            value=0.9, user_attrs={"params": params},
+        ))  # fmt: skip
+        return study
+
+    assert refit_reserve(optuna.create_study(direction="maximize"), candidates, plan) == 0.0  # no leader yet
+    led = study_led_by("enc:full", {"train": 400, "epochs": 3})
+    assert refit_size(led.best_trial, plan) == 500  # all of train, so all of train + eval
+    assert refit_reserve(led, candidates, plan) == pytest.approx(4 + 2 + 3 * 0.2 * 500 + 0.01 * 150)
+    # a leader that trained on a subset refits on the same share of train + eval
+    subset = study_led_by("dec:lora", {"train": 80, "epochs": 2})
+    assert refit_size(subset.best_trial, plan) == 100
+    assert refit_reserve(subset, candidates, plan) == pytest.approx(4 + 3 + 2 * 1.0 * 100 + 0.1 * 150)
+    assert refit_reserve(study_led_by("dec:fewshot", {"train": 400, "k": 4}), candidates, plan) == 0.0

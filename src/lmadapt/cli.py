@@ -520,6 +520,11 @@ def auto(
         help="Seconds between a worker's heartbeats; a trial silent 3x as long is failed.",
     ),
     seed: int = typer.Option(0, "--seed"),
+    refit: bool = typer.Option(
+        True,
+        "--refit/--no-refit",
+        help="Train the winner again on train + eval before test (when time allows).",
+    ),
 ):
     """Adapt the best model to your file within a wall-clock budget; re-run to continue, run twice to share.
 
@@ -530,7 +535,7 @@ def auto(
 
     run_auto(
         train, parse_budget(budget), output, eval_file, test_file, metric, task, text or None, label,
-        model or [], trials, heartbeat, seed, _say,
+        model or [], trials, heartbeat, seed, refit=refit, say=_say,
     )  # fmt: skip
 
 
@@ -549,5 +554,5 @@ def _auto_recipe(recipe: Path, overrides: list[str] | None) -> None:
     a = r.auto
     run_auto(
         r.data.train, parse_budget(a.budget), r.output, r.data.eval, r.data.test, a.metric, r.task.type,
-        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed, _say,
+        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed, refit=a.refit, say=_say,
     )  # fmt: skip

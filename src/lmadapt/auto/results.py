@@ -1,18 +1,27 @@
-"""What `lmadapt auto` hands back: the leaderboard of every trial, the winner's run folder (scored once on the
-test split) and the winning recipe."""
+"""What `lmadapt auto` hands back: the leaderboard of every trial, the winner's run folder (trained again on
+train + eval when that fits in the time left, then scored once on the test split) and the winning recipe.
+
+Why refit: the search needs eval to choose, but the model a user takes away should learn from every labelled
+example; so the winning configuration trains again on train + eval for the epochs its trial kept (its best
+evaluation), as AutoGluon's refit_full does. With no time left for it, the winning trial's model is kept."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from ..errors import LmadaptError
 from ..utils.io import read_json, write_json, write_jsonl, write_text
-from .search import best_trial, trial_metrics
+from .search import best_epoch, best_trial, refit_size, slowdown, trial_metrics
 
 
-def finish_study(study, plan: dict, output: Path, metric: str, test_file, say) -> Path:
-    """Leaderboard of every trial, the winner's run folder (test scored once), the winning recipe."""
+def finish_study(
+    study, plan: dict, candidates: dict, output: Path, metric: str, test_file, say, refit_s: float | None
+) -> Path:
+    """Leaderboard of every trial, the winner's run folder (refit when `refit_s` seconds allow it; test
+    scored once), the winning recipe."""
     import optuna
 
     from ..compare import Planned, run_name, write_leaderboard
@@ -52,19 +61,78 @@ def finish_study(study, plan: dict, output: Path, metric: str, test_file, say) -
     if (
         done.get("trial") != winner.number
         or done.get("test") != test_path
+        or done.get("refit") != (refit_s is not None)
         or not (winner_dir / "status.json").exists()
     ):
-        write_winner(Path(winner.user_attrs["recipe"]), winner_dir, test_path, say)
-        write_json(marker, {"trial": winner.number, "test": test_path, metric: winner.value})
+        refit = refit_s is not None and refit_winner(
+            study, winner, plan, candidates, output, metric, test_path, refit_s, say
+        )
+        if not refit:
+            write_winner(Path(winner.user_attrs["recipe"]), winner_dir, test_path, say)
+        write_json(marker, {"trial": winner.number, "test": test_path, metric: winner.value,
+                            "refit": refit_s is not None, "refit_done": refit})  # fmt: skip
     recipe = load_recipe(winner_dir / "config.yaml")
     write_text(output / "winner.yaml", recipe_to_yaml(recipe))
     final = trial_metrics(winner_dir).get("final") or {}
     scores = "; ".join(f"{split} {metric} {v.get(metric, float('nan')):.4f}" for split, v in final.items())
+    how = " refit on train + eval:" if read_json(marker).get("refit_done") else ""
     say(
-        f"winner: trial {winner.number} ({winner.params['candidate']}, {winner.user_attrs['params']}): {scores}"
+        f"winner: trial {winner.number} ({winner.params['candidate']}, {winner.user_attrs['params']}):{how} "
+        f"{scores}"
     )
     say(f"winner run folder: {winner_dir}; its recipe: {output / 'winner.yaml'}; leaderboard: {board}")
     return winner_dir
+
+
+def refit_winner(
+    study, winner, plan: dict, candidates: dict, output: Path, metric: str, test_path, seconds: float, say
+) -> bool:
+    """Train the winning configuration again on train + eval into OUTPUT/winner (test scored by the stage);
+    False (said why) when it is a prompting winner, cannot fit in `seconds` or fails."""
+    import yaml
+
+    from ..config import parse_recipe, recipe_to_yaml
+    from .understand import read_file
+
+    c = candidates[winner.params["candidate"]]
+    if c.method == "fewshot":
+        return False
+    raw = yaml.safe_load(Path(winner.user_attrs["recipe"]).read_text(encoding="utf-8"))
+    epochs = best_epoch(Path(raw["output"]), metric, winner.user_attrs["params"].get("epochs", 1))
+    size = refit_size(winner, plan)
+    predicted = slowdown(study, c) * (c.startup_s + c.refit_seconds(epochs, size, plan["n_test"]))
+    if predicted > seconds:
+        say(f"no refit on train + eval: it needs ~{predicted:.0f} s, {max(seconds, 0):.0f} s are left; "
+            "the winning trial's model is kept")  # fmt: skip
+        return False
+    data = output / "data" / "train+eval.jsonl"
+    if not data.exists():
+        records = read_file(raw["data"]["train"], "TRAIN") + read_file(raw["data"]["eval"], "--eval")
+        write_jsonl(data, records)
+    n_all = plan["n_train"] + plan["n_eval_all"]
+    raw["data"] |= {"train": str(data), "eval": None, "test": test_path, "max_eval": None,
+                    "max_train": size if size < n_all else None}  # fmt: skip
+    if raw["stage"] == "finetune" and raw["method"]["type"] != "tfidf":
+        raw["train"]["epochs"] = epochs
+    raw["output"] = str(output / "winner")
+    recipe_file = output / "recipes" / "winner-refit.yaml"
+    write_text(recipe_file, recipe_to_yaml(parse_recipe(raw, str(recipe_file))))
+    say(f"refit: {winner.params['candidate']} again on train + eval ({size:,} examples"
+        + (f", {epochs} epochs: its trial's best" if c.method != "tfidf" else "")
+        + f"), ~{predicted:.0f} s; log {output / 'logs' / 'winner-refit.log'}")  # fmt: skip
+    with open(output / "logs" / "winner-refit.log", "w", encoding="utf-8") as log:
+        try:
+            code = subprocess.run(
+                [sys.executable, "-m", "lmadapt", "train", str(recipe_file)], stdout=log, stderr=subprocess.STDOUT,
+                timeout=max(seconds, 1.0),
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        why = "took longer than the time left" if code is None else f"exited {code}"
+        say(f"the refit {why} (see its log): the winning trial's model is kept")
+        return False
+    return True
 
 
 def write_winner(recipe_file: Path, winner_dir: Path, test_path: str | None, say) -> None:

@@ -85,8 +85,9 @@ def untried(study, candidates: dict, cheapest: dict[str, str], left: float, n_tr
     return min(fits, key=lambda c: c.seconds(c.epochs_max, n_eval), default=None)
 
 
-def build_objective(study, plan, candidates, output, metric, trials_end, clock, say):
-    """The Optuna objective: sample a candidate and its lr, check it fits and is open, run it."""
+def build_objective(study, plan, candidates, output, metric, trials_end, clock, say, reserve=lambda: 0.0):
+    """The Optuna objective: sample a candidate and its lr, check it fits and is open, run it. A trial must
+    fit before `trials_end` less `reserve()` seconds (the leader's refit) and is killed at `trials_end`."""
     import optuna
 
     from ..config import parse_recipe, recipe_to_yaml
@@ -105,7 +106,8 @@ def build_objective(study, plan, candidates, output, metric, trials_end, clock, 
             for t in _started(study) + _pruned(study)
             if t.params == trial.params and t.number != trial.number and c.method != "tfidf"
         ]
-        left = trials_end - clock()
+        end = trials_end - reserve()
+        left = end - clock()
         slow = slowdown(study, c)
         c, why = (
             (None, f"the same as trial {same[0]}")
@@ -136,7 +138,7 @@ def build_objective(study, plan, candidates, output, metric, trials_end, clock, 
                  "predicted_s": round(predicted, 1), "left_s": round(left, 1), "recipe": str(recipe_file), "worker": os.getpid()}  # fmt: skip
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        stop_at = trials_end - slow * c.final_seconds(n_eval)
+        stop_at = end - slow * c.final_seconds(n_eval)
         state, value, seconds = _run_trial(
             trial, recipe_file, output / "logs" / name, metric, stop_at, trials_end, clock
         )
@@ -278,6 +280,39 @@ def slowdown(study, c: Candidate) -> float:
     if own:
         return max([1.0, *own])
     return max(1.0, statistics.median(r for _, r in ratios.values())) if ratios else 1.0
+
+
+def refit_size(trial, plan: dict) -> int:
+    """Training examples of the winner's refit: its trial's share of train, applied to train + eval."""
+    n_train, n_all = plan["n_train"], plan["n_train"] + plan["n_eval_all"]
+    used = trial.user_attrs["params"]["train"]
+    return n_all if used >= n_train else max(round(used * n_all / n_train), used)
+
+
+def refit_reserve(study, candidates: dict, plan: dict) -> float:
+    """Predicted seconds to refit the leader on train + eval and score test (scaled by its slowdown): kept
+    back from the trials so that the winner gets its refit; 0 with no leader, or a prompting leader."""
+    leader = best_trial(study)
+    if leader is None:
+        return 0.0
+    c = candidates.get(leader.params.get("candidate"))
+    if c is None or c.method == "fewshot":
+        return 0.0
+    epochs = leader.user_attrs["params"].get("epochs", 1)
+    return slowdown(study, c) * (
+        c.startup_s + c.refit_seconds(epochs, refit_size(leader, plan), plan["n_test"])
+    )
+
+
+def best_epoch(folder: Path, metric: str, epochs: int) -> int:
+    """The epoch of the evaluation a trial kept (the first best: the Trainer keeps it), else `epochs`."""
+    history = [
+        h for h in trial_metrics(folder).get("history") or [] if h.get("split") == "eval" and metric in h
+    ]
+    if not history:
+        return epochs
+    best = max(history, key=lambda h: (h[metric], -(h.get("epoch") or 0)))
+    return max(round(best.get("epoch") or epochs), 1)
 
 
 def best_trial(study):

@@ -48,6 +48,7 @@ from .search import (
     build_objective,
     cheapest_methods,
     pruner,
+    refit_reserve,
     row_header,
     runnable,
     slowdown,
@@ -74,10 +75,12 @@ def run_auto(
     max_trials: int | None = None,
     heartbeat: int = 10,
     seed: int = 0,
+    refit: bool = True,
     say: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
 ) -> Path:
-    """Search for the best adapted model within `budget` seconds of wall-clock; returns OUTPUT/winner."""
+    """Search for the best adapted model within `budget` seconds of wall-clock; returns OUTPUT/winner.
+    With `refit`, the winner is trained again on train + eval (at its best epoch count) before test."""
     import optuna
 
     started = clock()
@@ -160,7 +163,8 @@ def run_auto(
     # --- 3. search -----------------------------------------------------------------------------------------
     trials_end = deadline - plan["reserve_s"]
     cheapest = cheapest_methods(candidates, plan["n_eval"])
-    objective = build_objective(study, plan, candidates, output, metric, trials_end, clock, say)
+    reserve = (lambda: refit_reserve(study, candidates, plan)) if refit else (lambda: 0.0)
+    objective = build_objective(study, plan, candidates, output, metric, trials_end, clock, say, reserve)
     say(row_header(metric))
     while True:
         done = study.get_trials(
@@ -169,7 +173,7 @@ def run_auto(
         if max_trials is not None and len(done) >= max_trials:
             say(f"{len(done)} trials in the study: --trials {max_trials} reached")
             break
-        left = trials_end - clock()
+        left = trials_end - reserve() - clock()
         if not any(
             runnable(
                 c, study, cheapest, left / slowdown(study, c), plan["n_train"], plan["n_eval"], candidates
@@ -192,7 +196,8 @@ def run_auto(
 
     # --- 4. output: leaderboard, winner (scored once on test), winning recipe -----------------------------
     with _locked(output):
-        winner = finish_study(study, plan, output, metric, test_file, say)
+        refit_s = deadline - MARGIN_S - clock() if refit else None
+        winner = finish_study(study, plan, candidates, output, metric, test_file, say, refit_s)
     say(f"wall time {clock() - started:.0f} s of the {budget:.0f} s budget")
     return winner
 

@@ -64,6 +64,9 @@ class AutoSection(Section):
     trials: int | None = Field(None, ge=1, description="Stop once the study holds this many trials.")
     heartbeat: int = Field(10, ge=1, description="Seconds between a worker's heartbeats.")
     seed: int = 0
+    refit: bool = Field(
+        True, description="Train the winner again on train + eval before test (when time allows)."
+    )
 
     @field_validator("budget", mode="before")
     @classmethod
