@@ -171,6 +171,11 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "no such field": ([str(good), "--label", "Sentiment"], "no field 'Sentiment'"),
         "budget shorter than the cheapest": ([str(good), "--budget", "1s"], "give a longer --budget"),
         "bad budget": ([str(good), "--budget", "soon"], "expected a duration"),
+        "bad storage": ([str(good), "--storage", "nosuchdb://x"], "--storage nosuchdb://x"),
+        "storage with a password": (  # said without the password
+            [str(good), "--storage", "postgresql://u:secret@127.0.0.1:9/db"],
+            "--storage postgresql://u:***@127.0.0.1:9/db",
+        ),
     }
 
 
@@ -182,7 +187,7 @@ def test_bad_input_is_a_clear_error_with_exit_2_and_nothing_written(tmp_path):
         result = runner.invoke(app, ["auto", *args, *budget, "--output", str(output)])
         assert result.exit_code == 2, (case, result.output)
         assert "error:" in result.output and message in " ".join(result.output.split()), (case, result.output)
-        assert "Traceback" not in result.output
+        assert "Traceback" not in result.output and "secret" not in result.output
         assert not output.exists(), case
 
 
@@ -308,14 +313,20 @@ def test_two_workers_share_one_sqlite_study(tmp_path, tiny_bert):
     train = write_jsonl(tmp_path / "train.jsonl", reviews(240, 0))
     output = tmp_path / "auto"
     env = os.environ | {"LMADAPT_HOME": str(tmp_path / "home")}
-    cmd = auto_cmd(train, output, tiny_bert, "--trials", "6", "--no-refit")
+    # the study in a database of its own (as workers on several machines would share one), not in OUTPUT
+    shared = tmp_path / "db" / "studies.db"
+    shared.parent.mkdir()
+    cmd = auto_cmd(
+        train, output, tiny_bert, "--trials", "6", "--no-refit", "--storage", f"sqlite:///{shared}"
+    )
     workers = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
     ]
     outs = [w.communicate()[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outs)
-    study = study_of(output)
+    assert not (output / "study.db").exists()
+    study = optuna.load_study(study_name=f"auto:{output}", storage=f"sqlite:///{shared}")
     done = finished(study)
     assert len(done) >= 6
     assert len({t.user_attrs["worker"] for t in done}) == 2, "both workers ran trials of the one study"
@@ -483,7 +494,7 @@ def test_each_open_method_runs_once_at_its_default_before_tpe_samples():
 
 def test_the_leaders_refit_on_train_and_eval_is_kept_back_from_the_trials():
     from lmadapt.auto.plan import Candidate
-    from lmadapt.auto.search import refit_reserve, refit_size
+    from lmadapt.auto.search import refit_reserve, refit_seconds, refit_size
 
     full = Candidate("enc:full", "enc", "full", "encoder", startup_s=4, fixed_s=2, train_s=0.2, infer_s=0.01)
     dec = Candidate("dec:lora", "dec", "lora", "decoder", startup_s=4, fixed_s=3, train_s=1.0, infer_s=0.1)
@@ -491,20 +502,23 @@ def test_the_leaders_refit_on_train_and_eval_is_kept_back_from_the_trials():
     candidates = {c.name: c for c in (full, dec, shot)}
     plan = {"n_train": 400, "n_eval_all": 100, "n_test": 150}
 
-    def study_led_by(name: str, params: dict) -> optuna.Study:
+    def study_led_by(name: str, params: dict, seconds: float) -> optuna.Study:
         study = optuna.create_study(direction="maximize")
         study.add_trial(optuna.trial.create_trial(
             params={"candidate": name}, distributions={"candidate": optuna.distributions.CategoricalDistribution(list(candidates))},
-            value=0.9, user_attrs={"params": params},
+            value=0.9, user_attrs={"params": params, "seconds": seconds},
         ))  # fmt: skip
         return study
 
     assert refit_reserve(optuna.create_study(direction="maximize"), candidates, plan) == 0.0  # no leader yet
-    led = study_led_by("enc:full", {"train": 400, "epochs": 3})
+    # the leader's own measured seconds, scaled to train + eval, and the test predictions
+    led = study_led_by("enc:full", {"train": 400, "epochs": 3}, seconds=180.0)
     assert refit_size(led.best_trial, plan) == 500  # all of train, so all of train + eval
-    assert refit_reserve(led, candidates, plan) == pytest.approx(4 + 2 + 3 * 0.2 * 500 + 0.01 * 150)
+    assert refit_reserve(led, candidates, plan) == pytest.approx(180 * 500 / 400 + 0.01 * 150)
+    # the refit itself runs for the epochs its trial kept: 2 of 3
+    assert refit_seconds(led.best_trial, full, plan, 2) == pytest.approx(180 * 500 / 400 * 2 / 3 + 0.01 * 150)
     # a leader that trained on a subset refits on the same share of train + eval
-    subset = study_led_by("dec:lora", {"train": 80, "epochs": 2})
+    subset = study_led_by("dec:lora", {"train": 80, "epochs": 2}, seconds=200.0)
     assert refit_size(subset.best_trial, plan) == 100
-    assert refit_reserve(subset, candidates, plan) == pytest.approx(4 + 3 + 2 * 1.0 * 100 + 0.1 * 150)
-    assert refit_reserve(study_led_by("dec:fewshot", {"train": 400, "k": 4}), candidates, plan) == 0.0
+    assert refit_reserve(subset, candidates, plan) == pytest.approx(200 * 100 / 80 + 0.1 * 150)
+    assert refit_reserve(study_led_by("dec:fewshot", {"train": 400, "k": 4}, 60.0), candidates, plan) == 0.0

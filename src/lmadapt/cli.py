@@ -525,6 +525,12 @@ def auto(
         "--refit/--no-refit",
         help="Train the winner again on train + eval before test (when time allows).",
     ),
+    storage: str = typer.Option(
+        None,
+        "--storage",
+        help="Optuna database URL for workers on several machines (postgresql://..., mysql+pymysql://...; "
+        "--output then one shared folder). Default: OUTPUT/study.db (SQLite).",
+    ),
 ):
     """Adapt the best model to your file within a wall-clock budget; re-run to continue, run twice to share.
 
@@ -535,7 +541,7 @@ def auto(
 
     run_auto(
         train, parse_budget(budget), output, eval_file, test_file, metric, task, text or None, label,
-        model or [], trials, heartbeat, seed, refit=refit, say=_say,
+        model or [], trials, heartbeat, seed, refit=refit, storage_url=storage, say=_say,
     )  # fmt: skip
 
 
@@ -554,5 +560,6 @@ def _auto_recipe(recipe: Path, overrides: list[str] | None) -> None:
     a = r.auto
     run_auto(
         r.data.train, parse_budget(a.budget), r.output, r.data.eval, r.data.test, a.metric, r.task.type,
-        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed, refit=a.refit, say=_say,
+        r.task.text, r.task.label, a.models, a.trials, a.heartbeat, a.seed, refit=a.refit,
+        storage_url=a.storage, say=_say,
     )  # fmt: skip

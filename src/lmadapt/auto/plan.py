@@ -92,10 +92,6 @@ class Candidate:
         """Scoring the test split once with the saved model (the winner only), in this process."""
         return self.fixed_s + self.infer_s * n_test
 
-    def refit_seconds(self, epochs: int, n_train: int, n_test: int) -> float:
-        """Training the winner again on `n_train` examples (train + eval) and scoring test, in this process."""
-        return self.fixed_s + max(epochs, 1) * self.train_s * n_train + self.infer_s * n_test
-
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -7,6 +7,7 @@ evaluation), as AutoGluon's refit_full does. With no time left for it, the winni
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..errors import LmadaptError
 from ..utils.io import read_json, write_json, write_jsonl, write_text
-from .search import best_epoch, best_trial, refit_size, slowdown, trial_metrics
+from .search import best_epoch, best_trial, refit_seconds, refit_size, trial_metrics
 
 
 def finish_study(
@@ -65,7 +66,7 @@ def finish_study(
         or not (winner_dir / "status.json").exists()
     ):
         refit = refit_s is not None and refit_winner(
-            study, winner, plan, candidates, output, metric, test_path, refit_s, say
+            winner, plan, candidates, output, metric, test_path, refit_s, say
         )
         if not refit:
             write_winner(Path(winner.user_attrs["recipe"]), winner_dir, test_path, say)
@@ -85,7 +86,7 @@ def finish_study(
 
 
 def refit_winner(
-    study, winner, plan: dict, candidates: dict, output: Path, metric: str, test_path, seconds: float, say
+    winner, plan: dict, candidates: dict, output: Path, metric: str, test_path, seconds: float, say
 ) -> bool:
     """Train the winning configuration again on train + eval into OUTPUT/winner (test scored by the stage);
     False (said why) when it is a prompting winner, cannot fit in `seconds` or fails."""
@@ -100,7 +101,7 @@ def refit_winner(
     raw = yaml.safe_load(Path(winner.user_attrs["recipe"]).read_text(encoding="utf-8"))
     epochs = best_epoch(Path(raw["output"]), metric, winner.user_attrs["params"].get("epochs", 1))
     size = refit_size(winner, plan)
-    predicted = slowdown(study, c) * (c.startup_s + c.refit_seconds(epochs, size, plan["n_test"]))
+    predicted = refit_seconds(winner, c, plan, epochs)
     if predicted > seconds:
         say(f"no refit on train + eval: it needs ~{predicted:.0f} s, {max(seconds, 0):.0f} s are left; "
             "the winning trial's model is kept")  # fmt: skip
@@ -163,7 +164,8 @@ def write_winner(recipe_file: Path, winner_dir: Path, test_path: str | None, say
     run.write_config(recipe)
     metrics = trained.read_metrics()
     if test_path:
-        task, predict = load_predictor(trial_dir)
+        with _quiet_loading():
+            task, predict = load_predictor(trial_dir)
         records = load_split(None, test_path, task.fields(True))
         evaluation = evaluate_splits(
             task, {"test": records}, lambda _, recs: (predict(recs), None), None, run.log
@@ -180,3 +182,19 @@ def write_winner(recipe_file: Path, winner_dir: Path, test_path: str | None, say
         + (" and scored once on the test split" if test_path else "")
     )
     run.commit()
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No load report or progress bar from transformers: the user's terminal shows auto's own lines."""
+    import transformers.utils.logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

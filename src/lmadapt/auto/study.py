@@ -19,8 +19,10 @@ Reads top to bottom:
 
 A killed `lmadapt auto` re-run with the same OUTPUT continues the study: finished trials are kept, not
 repeated, and the plan (candidates, sizes) is the one stored in the study. Several `lmadapt auto` processes
-given the same OUTPUT share the study (each a worker). A trial whose worker died is failed by Optuna's
-heartbeat check once it has been silent for 3 heartbeats.
+given the same OUTPUT share the study (each a worker). Workers on several machines share it through
+`storage` (an Optuna RDB URL: PostgreSQL, MySQL) with OUTPUT one shared folder (NFS): trials are recorded
+by their folders' paths. A trial whose worker died is failed by Optuna's heartbeat check once it has been
+silent for 3 heartbeats.
 """
 
 from __future__ import annotations
@@ -76,11 +78,13 @@ def run_auto(
     heartbeat: int = 10,
     seed: int = 0,
     refit: bool = True,
+    storage_url: str | None = None,
     say: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
 ) -> Path:
     """Search for the best adapted model within `budget` seconds of wall-clock; returns OUTPUT/winner.
-    With `refit`, the winner is trained again on train + eval (at its best epoch count) before test."""
+    With `refit`, the winner is trained again on train + eval (at its best epoch count) before test.
+    `storage_url` (an Optuna RDB URL) holds the study instead of OUTPUT/study.db."""
     import optuna
 
     started = clock()
@@ -88,7 +92,7 @@ def run_auto(
     output = Path(output).resolve()
     if metric not in METRICS:
         raise RecipeError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
-    _check_output(output)
+    _check_output(output, storage_url)
 
     # --- 1. understand the data (read and checked; nothing is written yet) -------------------------------
     records = read_file(train, "TRAIN")
@@ -117,15 +121,19 @@ def run_auto(
     # --- 2. plan: the stored plan of a study to continue, or candidates probed on this machine ------------
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = _storage(output, heartbeat) if (output / "study.db").exists() else None
-    plan = _stored_plan(storage)
+    where = _shown(storage_url) if storage_url else str(output / "study.db")
+    study_name = f"{STUDY}:{output}" if storage_url else STUDY  # one database may hold many users' studies
+    storage = (
+        _storage(output, heartbeat, storage_url) if storage_url or (output / "study.db").exists() else None
+    )
+    plan = _stored_plan(storage, study_name)
     if plan is not None:
         if plan["understood"] != understood:
             raise RecipeError(
                 f"{output}: holds a study of other data or fields ({plan['understood']['train']}, "
                 f"{plan['understood']['task']}); choose another --output to start a new one"
             )
-        say(f"continuing the study in {output / 'study.db'} (its stored plan; no new probes)")
+        say(f"continuing the study in {where} (its stored plan; no new probes)")
     else:
         plan = _make_plan(u, understood, records, eval_records, eval_file, budget, deadline, test_records,
                           models or [], metric, seed, say, clock)  # fmt: skip
@@ -134,9 +142,9 @@ def run_auto(
     output.mkdir(parents=True, exist_ok=True)
     with _locked(output):
         if storage is None:
-            storage = _storage(output, heartbeat)
+            storage = _storage(output, heartbeat, storage_url)
         study = optuna.create_study(
-            storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True,
+            storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
             pruner=pruner(),
         )  # fmt: skip
         # each process that joins the study (a worker, a re-run) draws its own seeded stream of samples,
@@ -294,31 +302,52 @@ def _max_length(texts: list[str]) -> int:
     return int(min(256, max(32, math.ceil(p90 / 32) * 32)))
 
 
-def _storage(output: Path, heartbeat: int):
-    """The study's SQLite storage; a trial whose worker sent no heartbeat for 3 intervals is failed."""
+def _storage(output: Path, heartbeat: int, url: str | None = None):
+    """The study's storage (OUTPUT/study.db, or `url`); a trial whose worker sent no heartbeat for 3
+    intervals is failed."""
     import optuna
 
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{output / 'study.db'}", engine_kwargs={"connect_args": {"timeout": 120}},
-        heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-    )  # fmt: skip
+    kwargs = {} if url else {"connect_args": {"timeout": 120}}
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url or f"sqlite:///{output / 'study.db'}", engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+            )  # fmt: skip
+        except Exception as exc:  # a bad URL, a missing driver, a database that does not answer
+            if not url:
+                raise
+            if attempt == 2:
+                raise RecipeError(
+                    f"--storage {_shown(url)}: {type(exc).__name__}: {exc}".split("\n")[0]
+                ) from None
+            time.sleep(1)  # workers starting together race to create the tables: the loser finds them made
 
 
-def _stored_plan(storage) -> dict | None:
+def _shown(url: str) -> str:
+    """A storage URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(the given URL)"
+
+
+def _stored_plan(storage, study_name: str = STUDY) -> dict | None:
     if storage is None:
         return None
     import optuna
 
     try:
-        return optuna.load_study(study_name=STUDY, storage=storage).user_attrs.get("plan")
+        return optuna.load_study(study_name=study_name, storage=storage).user_attrs.get("plan")
     except KeyError:  # the database exists, the study not yet (a worker killed while creating it)
         return None
 
 
-def _check_output(output: Path) -> None:
-    if output.exists() and (
-        not output.is_dir() or (any(output.iterdir()) and not (output / "study.db").exists())
-    ):
+def _check_output(output: Path, storage_url: str | None) -> None:
+    marker = output / (".lock" if storage_url else "study.db")  # .lock: made by the first worker
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not marker.exists())):
         raise RecipeError(f"--output {output}: exists and holds no auto study; choose a new or empty folder")
 
 

@@ -68,6 +68,11 @@ class AutoSection(Section):
         True, description="Train the winner again on train + eval before test (when time allows)."
     )
 
+    storage: str | None = Field(
+        None,
+        description="Optuna database URL shared by workers on several machines (default OUTPUT/study.db).",
+    )
+
     @field_validator("budget", mode="before")
     @classmethod
     def _duration(cls, value):
