@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from side_by_side import cool
+from side_by_side import cool, emit
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "lmadapt" / "recipes"
 JOBS = {
@@ -68,11 +68,7 @@ def main() -> None:
             for job in args.jobs:
                 for dtype in DTYPES if r % 2 == 0 else DTYPES[::-1]:
                     row = run_job(job, dtype, scratch) | {"round": r, "load": round(os.getloadavg()[0], 2)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    if args.out:
-                        with open(args.out, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
+                    rows.append(emit(row, args.out))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"load average after the last job: {os.getloadavg()}", flush=True)

@@ -66,6 +66,15 @@ def cool(limit: float, most: float = 600) -> float:
     return load
 
 
+def emit(row: dict, out: str | None) -> dict:
+    """Print a result row as JSON and, with `out`, append it to that JSONL file as it comes."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,11 +171,7 @@ def main() -> None:
                 for n in args.clients:
                     row = run_load(f"{base}/v1", name, n, args.seconds, args.max_tokens, None)
                     row.update(server=kind, round=r, load=round(os.getloadavg()[0], 2))
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    if args.out:
-                        with open(args.out, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
+                    rows.append(emit(row, args.out))
             finally:
                 proc.terminate()
                 try:
