@@ -19,10 +19,18 @@ from .search import best_epoch, best_trial, refit_seconds, refit_size, trial_met
 
 
 def finish_study(
-    study, plan: dict, candidates: dict, output: Path, metric: str, test_file, say, refit_s: float | None
+    study,
+    plan: dict,
+    candidates: dict,
+    output: Path,
+    metric: str,
+    test_file,
+    say,
+    refit_s: float | None,
+    labelled: list[dict],
 ) -> Path:
-    """Leaderboard of every trial, the winner's run folder (refit when `refit_s` seconds allow it; test
-    scored once), the winning recipe."""
+    """Leaderboard of every trial, the winner's run folder (refit on `labelled`, train + eval, when `refit_s`
+    seconds allow it; test scored once), the winning recipe."""
     import optuna
 
     from ..compare import Planned, run_name, write_leaderboard
@@ -66,17 +74,18 @@ def finish_study(
         or not (winner_dir / "status.json").exists()
     ):
         refit = refit_s is not None and refit_winner(
-            winner, plan, candidates, output, metric, test_path, refit_s, say
+            winner, plan, candidates, output, metric, test_path, refit_s, labelled, say
         )
         if not refit:
             write_winner(Path(winner.user_attrs["recipe"]), winner_dir, test_path, say)
-        write_json(marker, {"trial": winner.number, "test": test_path, metric: winner.value,
-                            "refit": refit_s is not None, "refit_done": refit})  # fmt: skip
+        done = {"trial": winner.number, "test": test_path, metric: winner.value,
+                "refit": refit_s is not None, "refit_done": refit}  # fmt: skip
+        write_json(marker, done)
     recipe = load_recipe(winner_dir / "config.yaml")
     write_text(output / "winner.yaml", recipe_to_yaml(recipe))
     final = trial_metrics(winner_dir).get("final") or {}
     scores = "; ".join(f"{split} {metric} {v.get(metric, float('nan')):.4f}" for split, v in final.items())
-    how = " refit on train + eval:" if read_json(marker).get("refit_done") else ""
+    how = " refit on train + eval:" if done.get("refit_done") else ""
     say(
         f"winner: trial {winner.number} ({winner.params['candidate']}, {winner.user_attrs['params']}):{how} "
         f"{scores}"
@@ -86,14 +95,21 @@ def finish_study(
 
 
 def refit_winner(
-    winner, plan: dict, candidates: dict, output: Path, metric: str, test_path, seconds: float, say
+    winner,
+    plan: dict,
+    candidates: dict,
+    output: Path,
+    metric: str,
+    test_path,
+    seconds: float,
+    labelled: list[dict],
+    say,
 ) -> bool:
-    """Train the winning configuration again on train + eval into OUTPUT/winner (test scored by the stage);
-    False (said why) when it is a prompting winner, cannot fit in `seconds` or fails."""
+    """Train the winning configuration again on `labelled` (train + eval) into OUTPUT/winner (test scored by
+    the stage); False (said why) when it is a prompting winner, cannot fit in `seconds` or fails."""
     import yaml
 
     from ..config import parse_recipe, recipe_to_yaml
-    from .understand import read_file
 
     c = candidates[winner.params["candidate"]]
     if c.method == "fewshot":
@@ -108,8 +124,7 @@ def refit_winner(
         return False
     data = output / "data" / "train+eval.jsonl"
     if not data.exists():
-        records = read_file(raw["data"]["train"], "TRAIN") + read_file(raw["data"]["eval"], "--eval")
-        write_jsonl(data, records)
+        write_jsonl(data, labelled)
     n_all = plan["n_train"] + plan["n_eval_all"]
     raw["data"] |= {"train": str(data), "eval": None, "test": test_path, "max_eval": None,
                     "max_train": size if size < n_all else None}  # fmt: skip

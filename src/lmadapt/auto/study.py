@@ -205,7 +205,9 @@ def run_auto(
     # --- 4. output: leaderboard, winner (scored once on test), winning recipe -----------------------------
     with _locked(output):
         refit_s = deadline - MARGIN_S - clock() if refit else None
-        winner = finish_study(study, plan, candidates, output, metric, test_file, say, refit_s)
+        winner = finish_study(
+            study, plan, candidates, output, metric, test_file, say, refit_s, records + eval_records
+        )
     say(f"wall time {clock() - started:.0f} s of the {budget:.0f} s budget")
     return winner
 
@@ -318,9 +320,8 @@ def _storage(output: Path, heartbeat: int, url: str | None = None):
             if not url:
                 raise
             if attempt == 2:
-                raise RecipeError(
-                    f"--storage {_shown(url)}: {type(exc).__name__}: {exc}".split("\n")[0]
-                ) from None
+                said = f"{type(exc).__name__}: {exc}".split("\n")[0].replace(url, _shown(url))
+                raise RecipeError(f"--storage {_shown(url)}: {said}") from None  # the password never shown
             time.sleep(1)  # workers starting together race to create the tables: the loser finds them made
 
 
