@@ -6,7 +6,7 @@ The data is the dataset's best hand recipe's train / eval / test (as bench/auto_
 Arm "one": a single `lmadapt auto` with torch's default threads (all cores). Arm "two": a worker started with
 OMP_NUM_THREADS=cores/2, and once it has written its plan a second with the same command and --output, with the
 same threads and the budget that is left, so both end by the same wall-clock deadline. Each arm waits for the
-1-minute load average to fall below --cool first. Prints, per arm, the trials finished (complete and pruned),
+1-minute load average to fall below --cool first, and after the last arm the run waits for it again. Prints, per arm, the trials finished (complete and pruned),
 the best eval metric, the wall time and the load average before and after. Run it on a quiet machine.
 """
 
@@ -86,6 +86,7 @@ def main() -> None:
                "load": [round(load_before, 2), round(os.getloadavg()[0], 2)]} | finished(output, args.metric)  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
+    cool(args.cool)  # falling back below --cool after the last arm shows nothing else was running
     print(
         f"\n| processes | trials finished (complete + pruned) | best eval {args.metric} | wall s / budget s | load before / after |"
     )
